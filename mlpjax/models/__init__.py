@@ -1,0 +1,67 @@
+"""Model registry: name → (config dataclass, pure ``init``/``apply`` pair).
+
+Every model obeys one contract, so training, MD, the ASE calculator and active
+learning never special-case a model:
+
+    apply(params, vectors, species, senders, receivers, edge_mask) -> [n_nodes]
+
+with ``vectors`` [n_edges, 3] Å (R[sender] - R[receiver] + shift), ``species``
+[n_nodes] int species indices, and the output a per-atom quantity that
+:class:`mlpjax.potential.Potential` turns into eV (scale, shift, E0). Forces and
+stress are never computed by a model: they come from the single ``jax.grad`` in
+:func:`mlpjax.potential.compute_properties`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mlpjax.models.schnet import SchNet, SchNetConfig
+
+
+class ModelFns(NamedTuple):
+    init: Callable[..., Any]  # (key, vectors, species, senders, receivers, edge_mask) -> params pytree
+    apply: Callable[..., jax.Array]  # (params, vectors, species, senders, receivers, edge_mask) -> [n_nodes]
+
+
+_CONFIGS: dict[str, type] = {"schnet": SchNetConfig}
+_MODULES: dict[str, type] = {"schnet": SchNet}
+
+
+def available() -> tuple[str, ...]:
+    return tuple(sorted(_CONFIGS))
+
+
+def config_class(name: str) -> type:
+    try:
+        return _CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}") from None
+
+
+def make_config(name: str, values: dict | None = None):
+    """Build the model's frozen config dataclass from a dict, rejecting unknown keys."""
+    cls = config_class(name)
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown {name} option(s) {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**values)
+
+
+def build(name: str, config, *, num_species: int, cutoff: float, avg_num_neighbors: float = 1.0) -> ModelFns:
+    """The model's pure ``init``/``apply`` pair; hyperparameters live in the closure."""
+    module = _MODULES[name](config=config, num_species=num_species, cutoff=cutoff, avg_num_neighbors=avg_num_neighbors)
+
+    def init(key, vectors, species, senders, receivers, edge_mask):
+        return module.init(key, vectors, species, senders, receivers, edge_mask)
+
+    def apply(params, vectors, species, senders, receivers, edge_mask):
+        return module.apply(params, vectors, species, senders, receivers, edge_mask)
+
+    return ModelFns(init=init, apply=apply)

@@ -1,0 +1,72 @@
+"""Radial bases, cutoff envelopes and numerically safe helpers shared by the models.
+
+All functions are pure JAX, elementwise over edges, and safe under ``jax_debug_nans``
+for padded (masked) edges.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def safe_norm(vectors: jax.Array, mask: jax.Array, fill: float) -> jax.Array:
+    """|vectors| per edge; masked edges get ``fill`` with a finite gradient.
+
+    Args:
+      vectors: [n_edges, 3] Å.
+      mask: [n_edges] bool, False for padding.
+      fill: Å, the length reported for masked edges (use the cutoff so the envelope is 0).
+    Returns: [n_edges] Å.
+    """
+    safe = jnp.where(mask[:, None], vectors, jnp.asarray([fill, 0.0, 0.0], vectors.dtype))
+    return jnp.sqrt(jnp.sum(safe * safe, axis=-1))
+
+
+def cosine_cutoff(r: jax.Array, cutoff: float) -> jax.Array:
+    """Behler's cosine cutoff 0.5 (cos(π r / r_c) + 1) for r < r_c, else 0.
+
+    Value and first derivative vanish at r_c, so energies and forces are continuous.
+    """
+    x = jnp.clip(r / cutoff, 0.0, 1.0)
+    return 0.5 * (jnp.cos(jnp.pi * x) + 1.0)
+
+
+def polynomial_cutoff(r: jax.Array, cutoff: float, p: int = 6) -> jax.Array:
+    """DimeNet's polynomial envelope (Klicpera et al. 2020), smooth to order p at r_c."""
+    x = jnp.clip(r / cutoff, 0.0, 1.0)
+    return (
+        1.0
+        - 0.5 * (p + 1) * (p + 2) * x**p
+        + p * (p + 2) * x ** (p + 1)
+        - 0.5 * p * (p + 1) * x ** (p + 2)
+    )
+
+
+def cutoff_envelope(kind: str):
+    if kind == "cosine":
+        return cosine_cutoff
+    if kind == "polynomial":
+        return polynomial_cutoff
+    raise ValueError(f"unknown cutoff function {kind!r}: use 'cosine' or 'polynomial'")
+
+
+def gaussian_basis(r: jax.Array, cutoff: float, num: int) -> jax.Array:
+    """SchNet's Gaussians exp(-γ (r - μ_k)^2), μ_k evenly on [0, r_c], γ = 1/(2 Δμ^2).
+
+    Returns: [n_edges, num], dimensionless.
+    """
+    centers = jnp.linspace(0.0, cutoff, num, dtype=r.dtype)
+    width = cutoff / (num - 1)
+    return jnp.exp(-0.5 * ((r[:, None] - centers[None, :]) / width) ** 2)
+
+
+def bessel_basis(r: jax.Array, cutoff: float, num: int) -> jax.Array:
+    """sqrt(2/r_c) sin(n π r / r_c) / r, n = 1..num (DimeNet/NequIP). r must be > 0."""
+    n = jnp.arange(1, num + 1, dtype=r.dtype)
+    return jnp.sqrt(2.0 / cutoff) * jnp.sin(n[None, :] * jnp.pi * r[:, None] / cutoff) / r[:, None]
+
+
+def shifted_softplus(x: jax.Array) -> jax.Array:
+    """ssp(x) = ln(0.5 e^x + 0.5), SchNet's activation (ssp(0) = 0)."""
+    return jax.nn.softplus(x) - jnp.log(2.0).astype(x.dtype)

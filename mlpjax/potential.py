@@ -1,0 +1,330 @@
+"""The potential: one energy contract shared by training, MD, the ASE calculator and
+active learning.
+
+``Potential`` = model architecture (name + frozen config) + parameters (any pytree)
++ cutoff + species table + per-element reference energies + energy scale/shift +
+metadata (units, data split, training config). It is a pure function of
+(parameters, positions, species, cell, neighbour list) with no host callbacks.
+
+**Physics from autodiff in exactly one place.** :func:`compute_properties` takes
+one ``jax.grad`` of the summed energy with respect to positions R and a per-structure
+strain ε, applied to every edge vector as r → r (I + ε_sym) with ε_sym = (ε + εᵀ)/2
+(a homogeneous deformation of positions *and* cell, since edge vectors are linear in
+both). Then
+
+    forces  F = -∂E/∂R                       [n_nodes, 3] eV/Å
+    stress  σ = (1/V) ∂E/∂ε |_{ε=0}          [n_graphs, 3, 3] eV/Å^3
+
+which is ASE's sign convention (positive = tensile, the cell wants to shrink;
+pressure P = -tr σ / 3). Stress is zero for non-periodic structures. Structures in
+a batch are independent (each has its own strain and energy), and the gradient of
+a sum of independent terms gives each structure its own forces: no leakage.
+
+Model file ``*.mlpjax``: a checksummed msgpack container (see :mod:`mlpjax._io`)
+holding a JSON header (architecture, cutoff, species, reference energies, units,
+split, ...) and the parameter pytree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlpjax import models as _models
+from mlpjax._io import read_checked, write_checked
+
+MODEL_MAGIC = b"MLPJAX-POTENTIAL-1\n"
+
+
+class Predictions(NamedTuple):
+    energy: jax.Array  # [n_graphs] eV
+    forces: jax.Array  # [n_nodes, 3] eV/Å
+    stress: jax.Array  # [n_graphs, 3, 3] eV/Å^3 (zeros where not periodic)
+    atomic_energies: jax.Array  # [n_nodes] eV (zeros on padding)
+
+
+def compute_properties(
+    atomic_energy_fn: Callable[[jax.Array], jax.Array],
+    edge_vectors_fn: Callable[[jax.Array], jax.Array],
+    positions: jax.Array,
+    *,
+    node_graph: jax.Array,
+    node_mask: jax.Array,
+    edge_graph: jax.Array,
+    volume: jax.Array,
+    periodic: jax.Array,
+    n_graphs: int,
+    compute_stress: bool = True,
+) -> Predictions:
+    """Energies, forces and stress from a per-atom energy function — the one ``jax.grad``.
+
+    Args:
+      atomic_energy_fn: edge vectors [n_edges, 3] Å → per-atom energies [n_nodes] eV.
+      edge_vectors_fn: positions [n_nodes, 3] Å → edge vectors [n_edges, 3] Å.
+      positions: [n_nodes, 3] Å.
+      node_graph: [n_nodes] int, structure index of each node.
+      node_mask: [n_nodes] bool.
+      edge_graph: [n_edges] int, structure index of each edge.
+      volume: [n_graphs] Å^3 (any positive number where not periodic).
+      periodic: [n_graphs] bool.
+      n_graphs: static number of structures.
+    """
+    dtype = positions.dtype
+    strain = jnp.zeros((n_graphs, 3, 3), dtype)
+
+    def total_energy(pos, eps):
+        eps_sym = 0.5 * (eps + jnp.swapaxes(eps, 1, 2))
+        vectors = edge_vectors_fn(pos)
+        vectors = vectors + jnp.einsum("ei,eij->ej", vectors, eps_sym[edge_graph])
+        e_atom = jnp.where(node_mask, atomic_energy_fn(vectors), 0.0)
+        e_graph = jax.ops.segment_sum(e_atom, node_graph, num_segments=n_graphs)
+        return jnp.sum(e_graph), (e_graph, e_atom)
+
+    if compute_stress:
+        (_, (energy, e_atom)), (d_pos, d_eps) = jax.value_and_grad(total_energy, argnums=(0, 1), has_aux=True)(
+            positions, strain
+        )
+        safe_volume = jnp.where(periodic, volume, 1.0)
+        stress = jnp.where(periodic[:, None, None], d_eps / safe_volume[:, None, None], 0.0)
+    else:
+        (_, (energy, e_atom)), d_pos = jax.value_and_grad(total_energy, argnums=0, has_aux=True)(positions, strain)
+        stress = jnp.zeros((n_graphs, 3, 3), dtype)
+    forces = jnp.where(node_mask[:, None], -d_pos, 0.0)
+    return Predictions(energy=energy, forces=forces, stress=stress, atomic_energies=e_atom)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Potential:
+    """A trained (or freshly initialised) interatomic potential. See the module docstring."""
+
+    model: str  # registry name, e.g. "schnet"
+    model_config: Any  # the model's frozen config dataclass
+    cutoff: float  # Å
+    species: tuple[int, ...]  # atomic numbers; position = species index
+    reference_energies: tuple[float, ...]  # eV per atom of each species (E0)
+    energy_shift: float = 0.0  # eV/atom added to every atom after scaling
+    energy_scale: float = 1.0  # eV, multiplies the network's per-atom output
+    avg_num_neighbors: float = 1.0  # message normalisation, fixed at training time
+    params: Any = None  # parameter pytree (any structure the model's init returns)
+    metadata: dict = dataclasses.field(default_factory=dict)  # units, split, training config, ...
+
+    # ---------------------------------------------------------------- model
+    @functools.cached_property
+    def model_fns(self) -> _models.ModelFns:
+        return _models.build(
+            self.model,
+            self.model_config,
+            num_species=len(self.species),
+            cutoff=self.cutoff,
+            avg_num_neighbors=self.avg_num_neighbors,
+        )
+
+    def replace(self, **changes) -> "Potential":
+        return dataclasses.replace(self, **changes)
+
+    def init_params(self, key: jax.Array) -> Any:
+        """Fresh parameters for this architecture (jitted: eager init of big models is slow)."""
+        vectors = jnp.array([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+        species = jnp.zeros(2, jnp.int32)
+        senders = jnp.array([1, 0], jnp.int32)
+        receivers = jnp.array([0, 1], jnp.int32)
+        mask = jnp.ones(2, bool)
+        return jax.jit(self.model_fns.init)(key, vectors, species, senders, receivers, mask)
+
+    def atomic_energies(self, params, vectors, species, senders, receivers, edge_mask) -> jax.Array:
+        """Per-atom energies [n_nodes] eV = E0[species] + shift + scale · model output."""
+        out = self.model_fns.apply(params, vectors, species, senders, receivers, edge_mask)
+        e0 = jnp.asarray(self.reference_energies, out.dtype)[species]
+        return e0 + self.energy_shift + self.energy_scale * out
+
+    # ---------------------------------------------------------------- batches
+    def predict(self, params, batch, *, compute_stress: bool = True) -> Predictions:
+        """Pure, jit-able prediction for a padded :class:`mlpjax.graph.GraphBatch`."""
+        n_graphs = batch.graph_mask.shape[0]
+        edge_graph = batch.node_graph[batch.receivers]
+
+        def edge_vectors(pos):
+            shift_vectors = jnp.einsum("ei,eij->ej", batch.shifts.astype(pos.dtype), batch.cell.astype(pos.dtype)[edge_graph])
+            return pos[batch.senders] - pos[batch.receivers] + shift_vectors
+
+        def atomic_energy(vectors):
+            return self.atomic_energies(params, vectors, batch.species, batch.senders, batch.receivers, batch.edge_mask)
+
+        return compute_properties(
+            atomic_energy,
+            edge_vectors,
+            batch.positions,
+            node_graph=batch.node_graph,
+            node_mask=batch.node_mask,
+            edge_graph=edge_graph,
+            volume=batch.volume,
+            periodic=batch.periodic,
+            n_graphs=n_graphs,
+            compute_stress=compute_stress,
+        )
+
+    # ---------------------------------------------------------------- jax-md
+    def species_indices(self, numbers) -> np.ndarray:
+        from mlpjax.graph import species_indices
+
+        return species_indices(np.asarray(numbers), self.species)
+
+    def _jaxmd_properties(self, params, displacement_fn, species, R, neighbor, **kwargs):
+        n = R.shape[0]
+        receivers, senders = neighbor.idx[0], neighbor.idx[1]
+        edge_mask = receivers < n
+        d = jax.vmap(functools.partial(displacement_fn, **kwargs))
+
+        def edge_vectors(pos):
+            return d(pos[senders], pos[receivers])
+
+        def atomic_energy(vectors):
+            return self.atomic_energies(params, vectors, species, senders, receivers, edge_mask)
+
+        return compute_properties(
+            atomic_energy,
+            edge_vectors,
+            R,
+            node_graph=jnp.zeros(n, jnp.int32),
+            node_mask=jnp.ones(n, bool),
+            edge_graph=jnp.zeros(receivers.shape[0], jnp.int32),
+            volume=jnp.ones(1, R.dtype),
+            periodic=jnp.zeros(1, bool),
+            n_graphs=1,
+            compute_stress=False,
+        )
+
+    def _check_neighbor(self, neighbor):
+        from jax_md import partition
+
+        if neighbor is None:
+            raise ValueError("the mlpjax energy function needs a jax-md neighbor list: energy_fn(R, neighbor=nbrs)")
+        if not partition.is_sparse(neighbor.format) or neighbor.format == partition.OrderedSparse:
+            raise ValueError("use a Sparse jax-md neighbor list (Potential.neighbor_fn builds one)")
+
+    def energy_fn(self, displacement_fn, numbers, *, params=None) -> Callable:
+        """A jax-md energy function ``energy_fn(R, neighbor, **kwargs) -> E`` (eV).
+
+        Args:
+          displacement_fn: a jax-md displacement from ``space.free()`` / ``space.periodic(...)``
+            / ``space.periodic_general(...)``; extra ``kwargs`` (e.g. ``box``) are passed to it.
+          numbers: [n_atoms] atomic numbers of the simulated system (static for the run).
+          params: parameters to use; default ``self.params``. Pass stacked/other
+            parameters explicitly with :meth:`energy_fn_of_params` for ensembles or
+            differentiable simulation.
+        """
+        base = self.energy_fn_of_params(displacement_fn, numbers)
+        p = self.params if params is None else params
+        return lambda R, neighbor=None, **kwargs: base(p, R, neighbor=neighbor, **kwargs)
+
+    def energy_fn_of_params(self, displacement_fn, numbers) -> Callable:
+        """``f(params, R, neighbor, **kwargs) -> E``: differentiable w.r.t. params too."""
+        species = jnp.asarray(self.species_indices(numbers))
+
+        def energy(params, R, neighbor=None, **kwargs):
+            self._check_neighbor(neighbor)
+            return self._jaxmd_properties(params, displacement_fn, species, R, neighbor, **kwargs).energy[0]
+
+        return energy
+
+    def force_fn(self, displacement_fn, numbers, *, params=None) -> Callable:
+        """jax-md force function ``force_fn(R, neighbor, **kwargs) -> F`` [n_atoms, 3] eV/Å
+        from the same single gradient as :meth:`predict` (jax-md's integrators accept it)."""
+        species = jnp.asarray(self.species_indices(numbers))
+        p = self.params if params is None else params
+
+        def force(R, neighbor=None, **kwargs):
+            self._check_neighbor(neighbor)
+            return self._jaxmd_properties(p, displacement_fn, species, R, neighbor, **kwargs).forces
+
+        return force
+
+    def neighbor_fn(self, displacement_fn, box, *, skin: float = 0.5, capacity_multiplier: float = 1.25, fractional_coordinates: bool = False, disable_cell_list: bool = False):
+        """A jax-md Sparse neighbor list with this potential's cutoff and a Verlet skin (Å).
+
+        jax-md includes pairs within ``cutoff + skin`` and rebuilds when an atom moved
+        more than ``skin / 2``; the model masks pairs beyond the cutoff through its
+        envelope, so the skin changes nothing physical.
+        """
+        from jax_md import partition
+
+        return partition.neighbor_list(
+            displacement_fn,
+            box,
+            self.cutoff,
+            dr_threshold=skin,
+            capacity_multiplier=capacity_multiplier,
+            format=partition.Sparse,
+            fractional_coordinates=fractional_coordinates,
+            disable_cell_list=disable_cell_list,
+        )
+
+    # ---------------------------------------------------------------- ASE
+    def calculator(self, **kwargs):
+        """An ASE calculator (energy, free_energy, forces, stress) for this potential."""
+        from mlpjax.calculator import MLPJaxCalculator
+
+        return MLPJaxCalculator(self, **kwargs)
+
+    # ---------------------------------------------------------------- file
+    def header(self) -> dict:
+        return {
+            "model": self.model,
+            "model_config": dataclasses.asdict(self.model_config),
+            "cutoff": float(self.cutoff),
+            "species": [int(z) for z in self.species],
+            "reference_energies": [float(e) for e in self.reference_energies],
+            "energy_shift": float(self.energy_shift),
+            "energy_scale": float(self.energy_scale),
+            "avg_num_neighbors": float(self.avg_num_neighbors),
+            "metadata": self.metadata,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model file atomically (temporary file + rename), with a checksum."""
+        if self.params is None:
+            raise ValueError("this potential has no parameters to save")
+        write_checked(path, MODEL_MAGIC, {"header": json.dumps(self.header(), default=_json_default), "params": self.params})
+
+    @classmethod
+    def from_header(cls, header: dict, params: Any = None) -> "Potential":
+        model = header["model"]
+        return cls(
+            model=model,
+            model_config=_models.make_config(model, header["model_config"]),
+            cutoff=float(header["cutoff"]),
+            species=tuple(int(z) for z in header["species"]),
+            reference_energies=tuple(float(e) for e in header["reference_energies"]),
+            energy_shift=float(header["energy_shift"]),
+            energy_scale=float(header["energy_scale"]),
+            avg_num_neighbors=float(header["avg_num_neighbors"]),
+            params=params,
+            metadata=dict(header.get("metadata", {})),
+        )
+
+
+def _json_default(x):
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if dataclasses.is_dataclass(x):
+        return dataclasses.asdict(x)
+    raise TypeError(f"cannot store {type(x).__name__} in the model header")
+
+
+def load(path: str | os.PathLike) -> Potential:
+    """Load a ``*.mlpjax`` model file (raises :class:`mlpjax._io.CorruptFileError` if damaged)."""
+    payload = read_checked(path, MODEL_MAGIC, "model")
+    header = json.loads(payload["header"])
+    params = jax.tree_util.tree_map(jnp.asarray, payload["params"])
+    return Potential.from_header(header, params)
