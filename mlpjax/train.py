@@ -1,0 +1,746 @@
+"""Training: normalisation from the data, a jitted step, EMA, early stopping, checkpoints.
+
+Pipeline of :func:`train`:
+
+1. Split (when no validation/test set is given) with :func:`mlpjax.data.split`
+   (``valid_fraction``, ``test_fraction``, ``split_seed``); the indices go into the
+   model file's metadata.
+2. :func:`prepare_potential` (training data only): species present, reference
+   energies E0_Z by least squares (:func:`mlpjax.data.fit_reference_energies`),
+   ``energy_shift`` = mean per-atom residual energy, ``energy_scale`` = RMS of the
+   force components (as MACE/NequIP), ``avg_num_neighbors`` = edges per atom.
+3. Neighbour lists on the host once (:func:`mlpjax.graph.to_graphs`); one padding
+   budget over train+valid (:func:`mlpjax.graph.make_budget`), so the train step and
+   the evaluation step each compile once.
+4. ``train_step(state, batch) -> (state, aux)`` is a pure function: the loss
+   (module docstring of :mod:`mlpjax.config`) is computed from
+   :meth:`Potential.predict` — forces and stress come from the potential's single
+   gradient, never from a second one here — and differentiated with respect to the
+   parameters only. Optimiser: clip → Adam/AdamW → learning-rate schedule
+   (warm-up + cosine, or reduce-on-plateau driven by the validation loss, or
+   constant), then an exponential moving average (EMA) of the parameters, which is
+   what is evaluated, checkpointed as "best" and saved.
+5. Every ``eval_every`` epochs the EMA parameters are evaluated on the validation
+   set; the best ones are kept; ``patience`` epochs without improvement stop the
+   run; ``max_time_minutes`` stops it before the wall-clock limit.
+6. ``output_dir``: ``checkpoint.ckpt`` (+ ``checkpoint.prev.ckpt``), ``log.csv``,
+   ``log.json``, ``config.yaml``, and at the end ``model.mlpjax`` (best EMA
+   parameters) and ``parity.png`` (test set, else validation set).
+
+Checkpoints are checksummed and written atomically (:mod:`mlpjax._io`); resume
+(``resume=True``) restores parameters, EMA, optimiser and plateau state, epoch,
+best loss, patience counter and history and continues with the next epoch. Batch
+shuffling uses ``seed + epoch``, so a resumed run follows the same trajectory as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import time
+import warnings
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mlpjax import data as _data
+from mlpjax import models as _models
+from mlpjax._io import CorruptFileError, atomic_write_bytes, read_checked, write_checked
+from mlpjax.config import TrainConfig, dump_config
+from mlpjax.graph import AtomGraph, Budget, GraphBatch, batches, make_budget, pack, to_graphs
+from mlpjax.potential import Potential
+
+CHECKPOINT_MAGIC = b"MLPJAX-CHECKPOINT-1\n"
+CHECKPOINT_NAME = "checkpoint.ckpt"
+PREV_CHECKPOINT_NAME = "checkpoint.prev.ckpt"
+
+LOG_COLUMNS = (
+    "epoch",
+    "time_s",
+    "epoch_time_s",
+    "lr",
+    "train_loss",
+    "valid_loss",
+    "valid_energy_mae_meV_per_atom",
+    "valid_energy_rmse_meV_per_atom",
+    "valid_force_mae_meV_per_A",
+    "valid_force_rmse_meV_per_A",
+    "valid_stress_mae_meV_per_A3",
+    "best_valid_loss",
+)
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training (a pytree; the step is pure in it)."""
+
+    step: jax.Array  # int32 scalar, optimiser steps taken
+    params: Any
+    ema_params: Any
+    opt_state: Any
+    lr_scale: jax.Array  # scalar, learning-rate multiplier of the plateau schedule (1 otherwise)
+    plateau_state: Any  # optax.contrib.reduce_on_plateau state (updated once per evaluation)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    potential: Potential  # best EMA parameters, with metadata
+    history: list  # one dict per epoch (LOG_COLUMNS)
+    test_metrics: dict | None  # mlpjax.validate.metrics on the test set (None without one)
+    valid_metrics: dict | None  # on the validation set with the best parameters
+    paths: dict  # model, checkpoint, log_csv, log_json, config, parity (absent when not written)
+    best_epoch: int
+    epochs_completed: int
+    stop_reason: str  # "epochs" | "early_stopping" | "max_time"
+    start_epoch: int  # first epoch run in this call (1 for a fresh run)
+    state: TrainState | None = None  # final training state
+
+
+# --------------------------------------------------------------------- normalisation
+def _dtype(config: TrainConfig):
+    if config.dtype == "float64":
+        if not jax.config.jax_enable_x64:
+            warnings.warn("dtype float64: enabling jax_enable_x64 for this process", stacklevel=3)
+            jax.config.update("jax_enable_x64", True)
+        return np.float64
+    return np.float32
+
+
+def _cast(tree, dtype):
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, tree)
+
+
+def prepare_potential(
+    config: TrainConfig,
+    train_configs: Sequence[_data.Configuration],
+    *,
+    graphs: Sequence[AtomGraph] | None = None,
+    species: Sequence[int] | None = None,
+    init: bool = True,
+) -> Potential:
+    """A fresh :class:`Potential` normalised on ``train_configs`` (with initial parameters).
+
+    species: sorted unique Z of the data (or ``species``); reference energies from a
+    least-squares fit; ``energy_shift`` = mean per-atom residual (E - Σ n_Z E0_Z)/N;
+    ``energy_scale`` = force RMS [eV/Å, used as eV] (per-atom residual std if the data
+    has no forces, 1 if that is zero); ``avg_num_neighbors`` = edges per atom within
+    the cutoff. ``graphs`` (from :func:`mlpjax.graph.to_graphs` with the same species
+    and cutoff) saves recomputing neighbour lists. Parameters are initialised from
+    ``config.seed`` when ``init``.
+    """
+    train_configs = list(train_configs)
+    if not train_configs:
+        raise ValueError("no training configurations")
+    species = tuple(int(z) for z in (species if species is not None else _data.species_in(train_configs)))
+    refs = _data.fit_reference_energies(train_configs, species)
+    stats = _data.statistics(train_configs, refs)
+    scale = stats.force_rms
+    if not (math.isfinite(scale) and scale > 0):
+        scale = stats.energy_per_atom_std
+    if not (math.isfinite(scale) and scale > 0):
+        scale = 1.0
+    shift = stats.energy_per_atom_mean if math.isfinite(stats.energy_per_atom_mean) else 0.0
+    if graphs is None:
+        graphs = to_graphs(train_configs, species, config.cutoff)
+    n_atoms = sum(g.n_atoms for g in graphs)
+    n_edges = sum(g.n_edges for g in graphs)
+    avg_nn = n_edges / n_atoms if n_atoms and n_edges else 1.0
+    pot = Potential(
+        model=config.model,
+        model_config=_models.make_config(config.model, config.model_config),
+        cutoff=float(config.cutoff),
+        species=species,
+        reference_energies=tuple(float(refs[z]) for z in species),
+        energy_shift=float(shift),
+        energy_scale=float(scale),
+        avg_num_neighbors=float(avg_nn),
+        metadata={},
+    )
+    if init:
+        dtype = _dtype(config)
+        params = _init_params(pot, int(config.seed))
+        pot = pot.replace(params=_cast(params, dtype))
+    return pot
+
+
+_BARE: dict = {}
+
+
+def _init_params(pot: Potential, seed: int):
+    """``pot.init_params`` through a cached parameter-less twin, so equal architectures compile init once."""
+    header = pot.header()
+    header.pop("metadata", None)
+    key = json.dumps(header, sort_keys=True)
+    bare = _BARE.get(key)
+    if bare is None:
+        if len(_BARE) > 16:
+            _BARE.clear()
+        bare = _BARE[key] = pot.replace(params=None, metadata={})
+    return bare.init_params(jax.random.PRNGKey(seed))
+
+
+# --------------------------------------------------------------------- optimiser and steps
+def make_schedule(config: TrainConfig, steps_per_epoch: int) -> Callable:
+    """Learning rate as a function of the optimiser step (before the plateau multiplier)."""
+    lr = float(config.learning_rate)
+    if config.schedule in ("constant", "plateau"):
+        return optax.constant_schedule(lr)
+    total = max(int(config.epochs) * int(steps_per_epoch), 1)
+    warmup = int(round(min(config.warmup_epochs * steps_per_epoch, total / 2)))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0 if warmup > 0 else lr,
+        peak_value=lr,
+        warmup_steps=warmup,
+        decay_steps=max(total, warmup + 1),
+        end_value=lr * float(config.final_lr_fraction),
+    )
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """clip_by_global_norm → Adam (→ decoupled weight decay for AdamW) → schedule."""
+    parts = []
+    if config.clip_grad_norm is not None:
+        parts.append(optax.clip_by_global_norm(float(config.clip_grad_norm)))
+    parts.append(optax.scale_by_adam())
+    if config.optimizer == "adamw" and config.weight_decay > 0:
+        parts.append(optax.add_decayed_weights(float(config.weight_decay)))
+    parts.append(optax.scale_by_learning_rate(make_schedule(config, steps_per_epoch)))
+    return optax.chain(*parts)
+
+
+def make_plateau(config: TrainConfig) -> optax.GradientTransformationExtraArgs:
+    return optax.contrib.reduce_on_plateau(
+        factor=float(config.plateau_factor), patience=int(config.plateau_patience), rtol=1e-4, min_scale=1e-3
+    )
+
+
+def _error_sums(pred, batch: GraphBatch, sigma: float, compute_stress: bool) -> dict:
+    """Sums of squared/absolute errors (eV units) and counts over the real entries of a batch."""
+    dtype = pred.energy.dtype
+    n = jnp.maximum(batch.n_atoms, 1).astype(dtype)
+    e_mask = (batch.graph_mask & batch.has_energy).astype(dtype)
+    de = (pred.energy - batch.energy.astype(dtype)) / n * e_mask  # eV/atom
+    f_mask = (batch.node_mask & batch.has_forces[batch.node_graph]).astype(dtype)
+    df = (pred.forces - batch.forces.astype(dtype)) * f_mask[:, None]  # eV/Å
+    out = {
+        "e_sq": jnp.sum(de**2),
+        "e_abs": jnp.sum(jnp.abs(de)),
+        "e_n": jnp.sum(e_mask),
+        "f_sq": jnp.sum(df**2),
+        "f_abs": jnp.sum(jnp.abs(df)),
+        "f_n": 3.0 * jnp.sum(f_mask),
+    }
+    if compute_stress:
+        s_mask = (batch.graph_mask & batch.has_stress).astype(dtype)
+        ds = (pred.stress - batch.stress.astype(dtype)) * s_mask[:, None, None]  # eV/Å^3
+        vpa = (batch.volume.astype(dtype) / n)[:, None, None]  # Å^3/atom: σ·V/N is a virial per atom [eV]
+        out.update(
+            s_sq=jnp.sum(ds**2),
+            s_abs=jnp.sum(jnp.abs(ds)),
+            s_vsq=jnp.sum((ds * vpa) ** 2),
+            s_n=9.0 * jnp.sum(s_mask),
+        )
+    return out
+
+
+def _loss_from_sums(sums, sigma, weights):
+    """Dimensionless loss (config module docstring) from error sums; works on arrays and floats."""
+    w_e, w_f, w_s = weights
+    mx = jnp.maximum if isinstance(sums["e_n"], jax.Array) else max
+    loss = w_e * sums["e_sq"] / mx(sums["e_n"], 1.0) / sigma**2
+    loss = loss + w_f * sums["f_sq"] / mx(sums["f_n"], 1.0) / sigma**2
+    if "s_vsq" in sums:
+        loss = loss + w_s * sums["s_vsq"] / mx(sums["s_n"], 1.0) / sigma**2
+    return loss
+
+
+class _StepFns(NamedTuple):
+    train_step: Callable
+    eval_step: Callable
+    optimizer: optax.GradientTransformation
+    schedule: Callable
+
+
+_STEP_CACHE: dict = {}
+
+
+def make_step_fns(potential: Potential, config: TrainConfig, steps_per_epoch: int, compute_stress: bool) -> _StepFns:
+    """Jitted ``train_step(state, batch) -> (state, aux)`` and ``eval_step(params, batch) -> sums``.
+
+    Cached on everything they close over, so repeated runs with the same setup
+    (tests, restarts in one process) reuse the compiled code.
+    """
+    header = potential.header()
+    header.pop("metadata", None)
+    key = (
+        json.dumps(header, sort_keys=True),
+        json.dumps(config.to_dict(), sort_keys=True, default=str),
+        int(steps_per_epoch),
+        bool(compute_stress),
+        bool(jax.config.jax_enable_x64),
+    )
+    if key in _STEP_CACHE:
+        return _STEP_CACHE[key]
+    sigma = float(potential.energy_scale)
+    weights = (float(config.energy_weight), float(config.forces_weight), float(config.stress_weight))
+    optimizer = make_optimizer(config, steps_per_epoch)
+    schedule = make_schedule(config, steps_per_epoch)
+    ema_decay = float(config.ema_decay)
+
+    def loss_fn(params, batch):
+        pred = potential.predict(params, batch, compute_stress=compute_stress)
+        sums = _error_sums(pred, batch, sigma, compute_stress)
+        return _loss_from_sums(sums, sigma, weights), sums
+
+    def train_step(state: TrainState, batch: GraphBatch):
+        (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
+        params = optax.apply_updates(state.params, updates)
+        if ema_decay > 0:
+            t = state.step.astype(jnp.float32)
+            decay = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))  # warm-up of the average (TF ExponentialMovingAverage)
+            ema = jax.tree_util.tree_map(lambda e, p: (decay * e + (1.0 - decay) * p).astype(p.dtype), state.ema_params, params)
+        else:
+            ema = params
+        new_state = state._replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
+        return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+    def eval_step(params, batch: GraphBatch):
+        pred = potential.predict(params, batch, compute_stress=compute_stress)
+        return _error_sums(pred, batch, sigma, compute_stress)
+
+    fns = _StepFns(jax.jit(train_step, donate_argnums=()), jax.jit(eval_step), optimizer, schedule)
+    if len(_STEP_CACHE) > 16:
+        _STEP_CACHE.clear()
+    _STEP_CACHE[key] = fns
+    return fns
+
+
+def init_state(potential: Potential, optimizer, plateau) -> TrainState:
+    params = potential.params
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        ema_params=jax.tree_util.tree_map(jnp.array, params),
+        opt_state=optimizer.init(params),
+        lr_scale=jnp.ones((), jnp.float32),
+        plateau_state=plateau.init(jnp.zeros((), jnp.float32)),
+    )
+
+
+def _batch_groups(graphs: Sequence[AtomGraph], budget: Budget) -> int:
+    """Number of batches :func:`mlpjax.graph.batches` yields for ``graphs`` in order."""
+    count, nodes, edges, k = 0, 0, 0, 0
+    for g in graphs:
+        if k and (nodes + g.n_atoms + 1 > budget.n_nodes or edges + g.n_edges > budget.n_edges or k + 2 > budget.n_graphs):
+            count += 1
+            nodes = edges = k = 0
+        nodes += g.n_atoms
+        edges += g.n_edges
+        k += 1
+    return count + (1 if k else 0)
+
+
+def _evaluate(eval_step, params, eval_batches, sigma, weights) -> dict:
+    totals = None
+    for b in eval_batches:
+        s = eval_step(params, b)
+        totals = s if totals is None else jax.tree_util.tree_map(jnp.add, totals, s)
+    sums = {k: float(v) for k, v in jax.device_get(totals).items()}
+    nan = float("nan")
+    out = {
+        "loss": float(_loss_from_sums(sums, sigma, weights)),
+        "energy_mae_meV_per_atom": 1e3 * sums["e_abs"] / sums["e_n"] if sums["e_n"] else nan,
+        "energy_rmse_meV_per_atom": 1e3 * math.sqrt(sums["e_sq"] / sums["e_n"]) if sums["e_n"] else nan,
+        "force_mae_meV_per_A": 1e3 * sums["f_abs"] / sums["f_n"] if sums["f_n"] else nan,
+        "force_rmse_meV_per_A": 1e3 * math.sqrt(sums["f_sq"] / sums["f_n"]) if sums["f_n"] else nan,
+        "stress_mae_meV_per_A3": 1e3 * sums["s_abs"] / sums["s_n"] if sums.get("s_n") else nan,
+    }
+    return out
+
+
+# --------------------------------------------------------------------- checkpoints
+def _jsonable(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _clean_record(rec: dict) -> dict:
+    return {k: (_jsonable(float(v)) if isinstance(v, (float, np.floating)) else v) for k, v in rec.items()}
+
+
+def save_checkpoint(path, *, state: TrainState, best_params, epoch: int, best_loss: float, best_epoch: int, bad_epochs: int,
+                    history: list, config: TrainConfig, potential: Potential, split: dict, stop_reason: str = "") -> None:
+    """Atomically write a checkpoint (the previous one is kept as ``*.prev.ckpt``)."""
+    import flax.serialization
+
+    path = os.fspath(path)
+    header = potential.header()
+    header.pop("metadata", None)
+    payload = {
+        "state": flax.serialization.to_state_dict(state),
+        "best_params": best_params,
+        "epoch": int(epoch),
+        "best_loss": float(best_loss),
+        "best_epoch": int(best_epoch),
+        "bad_epochs": int(bad_epochs),
+        "seed": int(config.seed),
+        "stop_reason": stop_reason,
+        "history": json.dumps([_clean_record(r) for r in history]),
+        "config": json.dumps(config.to_dict()),
+        "potential": json.dumps(header),
+        "split": json.dumps(split),
+    }
+    prev = _prev_path(path)
+    if os.path.exists(path):
+        os.replace(path, prev)
+    write_checked(path, CHECKPOINT_MAGIC, payload)
+
+
+def _prev_path(path: str) -> str:
+    root, ext = os.path.splitext(path)
+    return root + ".prev" + (ext or ".ckpt")
+
+
+def load_checkpoint(path, *, fallback: bool = True) -> dict:
+    """Read a checkpoint; a missing or corrupt file falls back to ``*.prev.ckpt`` with a warning.
+
+    Returns the raw payload plus ``"path"`` (the file actually read). Raises
+    :class:`CorruptFileError` when neither file is usable, FileNotFoundError when none exists.
+    """
+    path = os.fspath(path)
+    prev = _prev_path(path)
+    try:
+        payload = read_checked(path, CHECKPOINT_MAGIC, "checkpoint")
+        payload["path"] = path
+        return payload
+    except (CorruptFileError, FileNotFoundError) as err:
+        if not fallback or not os.path.exists(prev):
+            if isinstance(err, CorruptFileError) and fallback:
+                raise CorruptFileError(f"{err}; no previous checkpoint {prev} to fall back to") from err
+            raise
+        first = err
+    warnings.warn(f"{first}; falling back to the previous checkpoint {prev}", stacklevel=2)
+    try:
+        payload = read_checked(prev, CHECKPOINT_MAGIC, "checkpoint")
+    except CorruptFileError as err:
+        raise CorruptFileError(f"both checkpoints are unusable: {first}; {err}") from err
+    payload["path"] = prev
+    return payload
+
+
+def potential_from_checkpoint(path, *, best: bool = True) -> Potential:
+    """The potential stored in a checkpoint (best EMA parameters, or the latest EMA ones)."""
+    ck = load_checkpoint(path)
+    header = json.loads(ck["potential"])
+    params = ck["best_params"] if best else ck["state"]["ema_params"]
+    return Potential.from_header(header, jax.tree_util.tree_map(jnp.asarray, params))
+
+
+# --------------------------------------------------------------------- logs
+def _write_logs(output_dir: str, history: list) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(LOG_COLUMNS), extrasaction="ignore")
+    w.writeheader()
+    for rec in history:
+        w.writerow({k: ("" if rec.get(k) is None else rec.get(k)) for k in LOG_COLUMNS})
+    atomic_write_bytes(os.path.join(output_dir, "log.csv"), buf.getvalue().encode())
+    atomic_write_bytes(
+        os.path.join(output_dir, "log.json"), json.dumps([_clean_record(r) for r in history], indent=1).encode()
+    )
+
+
+# --------------------------------------------------------------------- data split
+def _split(config: TrainConfig, train_configs, valid_configs, test_configs):
+    n = len(train_configs)
+    info = {"seed": int(config.split_seed), "n": n, "train": list(range(n)), "valid": None, "test": None,
+            "valid_fraction": None, "test_fraction": None}
+    want_valid = valid_configs is None and config.valid_fraction > 0
+    want_test = test_configs is None and config.test_fraction > 0
+    if not (want_valid or want_test):
+        return train_configs, valid_configs, test_configs, info
+    fv = config.valid_fraction if want_valid else 0.0
+    ft = config.test_fraction if want_test else 0.0
+    idx_train, idx_valid, idx_test = _data.split(n, (1.0 - fv - ft, fv, ft), seed=config.split_seed)
+    if len(idx_train) == 0:
+        raise ValueError(f"{n} configurations leave none for training after the valid/test split; add data")
+    info.update(train=[int(i) for i in idx_train], valid_fraction=fv, test_fraction=ft)
+    new_train = [train_configs[i] for i in idx_train]
+    if want_valid:
+        valid_configs = [train_configs[i] for i in idx_valid]
+        info["valid"] = [int(i) for i in idx_valid]
+    if want_test:
+        test_configs = [train_configs[i] for i in idx_test]
+        info["test"] = [int(i) for i in idx_test]
+    return new_train, valid_configs or None, test_configs or None, info
+
+
+def _sources(configs) -> list:
+    return sorted({c.source for c in configs if c.source})
+
+
+# --------------------------------------------------------------------- train
+def train(
+    config: TrainConfig,
+    train_configs: Sequence[_data.Configuration],
+    valid_configs: Sequence[_data.Configuration] | None = None,
+    *,
+    output_dir,
+    test_configs: Sequence[_data.Configuration] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Callable[[dict], None]] | None = None,
+) -> TrainResult:
+    """Train a potential; see the module docstring.
+
+    Args:
+      config: hyperparameters.
+      train_configs: labelled training data (split into train/valid/test by
+        ``valid_fraction``/``test_fraction``/``split_seed`` where ``valid_configs`` /
+        ``test_configs`` are not given).
+      output_dir: where logs, checkpoints, the model and the parity plot go.
+      resume: continue from ``output_dir/checkpoint.ckpt`` (falling back to the
+        previous checkpoint if the latest is corrupt; starting fresh with a warning
+        if there is none).
+      progress: tqdm progress bar over epochs with live validation MAEs.
+      callbacks: called as ``cb(info)`` with ``info = {"event": "resume", "epoch",
+        "state"}`` once after restoring a checkpoint and ``{"event": "epoch", "epoch",
+        "record", "state", "potential"}`` after every epoch (after its checkpoint);
+        an exception from a callback aborts training (the checkpoint is kept).
+    """
+    t_start = time.monotonic()
+    callbacks = list(callbacks or [])
+    output_dir = os.fspath(output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    ckpt_path = os.path.join(output_dir, CHECKPOINT_NAME)
+    dtype = _dtype(config)
+    all_input = list(train_configs)
+    if not all_input:
+        raise ValueError("no training configurations")
+
+    # ---- restore (before the split: the checkpoint's split wins)
+    ck = None
+    if resume:
+        if os.path.exists(ckpt_path) or os.path.exists(_prev_path(ckpt_path)):
+            ck = load_checkpoint(ckpt_path)
+            if ck["path"] != ckpt_path and os.path.exists(ckpt_path):
+                os.replace(ckpt_path, os.path.join(output_dir, "checkpoint.corrupt.ckpt"))
+            _check_resumable(config, json.loads(ck["config"]), ck["path"])
+        else:
+            warnings.warn(f"resume=True but no checkpoint in {output_dir}; starting a fresh run", stacklevel=2)
+
+    train_set, valid_set, test_set, split_info = _split(config, all_input, valid_configs, test_configs)
+    if ck is not None:
+        saved_split = json.loads(ck["split"])
+        if saved_split.get("n") != split_info["n"] or saved_split.get("train") != split_info["train"]:
+            raise ValueError(
+                f"the training data differ from those of the checkpoint {ck['path']} "
+                f"({split_info['n']} vs {saved_split.get('n')} configurations or a different split); "
+                "resume with the same data and split settings"
+            )
+    if valid_set is None:
+        warnings.warn("no validation set (valid_fraction=0 and no valid_configs): monitoring the training set", stacklevel=2)
+
+    # ---- potential and graphs
+    species = _data.species_in(train_set)
+    train_graphs = to_graphs(train_set, species, config.cutoff)
+    valid_graphs = to_graphs(valid_set, species, config.cutoff) if valid_set else []
+    if ck is not None:
+        header = json.loads(ck["potential"])
+        potential = Potential.from_header(header)
+    else:
+        potential = prepare_potential(config, train_set, graphs=train_graphs, species=species)
+    budget = make_budget(train_graphs + valid_graphs, config.batch_size)
+    steps_per_epoch = _batch_groups(train_graphs, budget)
+    compute_stress = config.stress_weight > 0 and any(c.stress is not None and c.periodic for c in train_set)
+    fns = make_step_fns(potential, config, steps_per_epoch, compute_stress)
+    plateau = make_plateau(config)
+    sigma = float(potential.energy_scale)
+    weights = (float(config.energy_weight), float(config.forces_weight), float(config.stress_weight))
+
+    import flax.serialization
+
+    if ck is None:
+        state = init_state(potential, fns.optimizer, plateau)
+        start_epoch, best_loss, best_epoch, bad_epochs, history = 1, math.inf, 0, 0, []
+        best_params = state.ema_params
+        stop_reason = ""
+    else:
+        template = init_state(potential.replace(params=_cast(_init_params(potential, 0), dtype)), fns.optimizer, plateau)
+        state = flax.serialization.from_state_dict(template, ck["state"])
+        state = jax.tree_util.tree_map(jnp.asarray, state)
+        best_params = jax.tree_util.tree_map(jnp.asarray, flax.serialization.from_state_dict(template.params, ck["best_params"]))
+        start_epoch = int(ck["epoch"]) + 1
+        best_loss, best_epoch, bad_epochs = float(ck["best_loss"]), int(ck["best_epoch"]), int(ck["bad_epochs"])
+        history = json.loads(ck["history"])
+        stop_reason = str(ck.get("stop_reason", ""))
+        for cb in callbacks:
+            cb({"event": "resume", "epoch": start_epoch - 1, "state": state})
+
+    dump_config(config, os.path.join(output_dir, "config.yaml"))
+    eval_graphs = valid_graphs if valid_graphs else train_graphs
+    eval_batches = list(batches(eval_graphs, budget, shuffle=False, dtype=dtype))
+    prev_time = history[-1]["time_s"] if history else 0.0
+
+    def save(epoch, reason=""):
+        save_checkpoint(ckpt_path, state=state, best_params=best_params, epoch=epoch, best_loss=best_loss,
+                        best_epoch=best_epoch, bad_epochs=bad_epochs, history=history, config=config,
+                        potential=potential, split=split_info, stop_reason=reason)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(config.epochs), initial=min(start_epoch - 1, int(config.epochs)), desc="training", unit="epoch", dynamic_ncols=True)
+    epoch = start_epoch - 1
+    last_epoch_time = 0.0
+    max_time = None if config.max_time_minutes is None else 60.0 * float(config.max_time_minutes)
+    try:
+        if stop_reason == "early_stopping" or (config.patience is not None and bad_epochs >= config.patience):
+            stop_reason = "early_stopping"
+        else:
+            stop_reason = "epochs"
+            for epoch in range(start_epoch, int(config.epochs) + 1):
+                if max_time is not None and (time.monotonic() - t_start) + last_epoch_time > max_time:
+                    stop_reason = "max_time"
+                    epoch -= 1
+                    break
+                t0 = time.monotonic()
+                losses = []
+                lr = float(fns.schedule(int(state.step))) * float(state.lr_scale)
+                for batch in batches(train_graphs, budget, shuffle=True, seed=int(config.seed) * 100003 + epoch, dtype=dtype):
+                    state, aux = fns.train_step(state, batch)
+                    losses.append(aux["loss"])
+                train_loss = float(np.mean(jax.device_get(losses))) if losses else math.nan
+                if not math.isfinite(train_loss):
+                    save(epoch - 1)
+                    raise FloatingPointError(
+                        f"training loss became {train_loss} in epoch {epoch}; lower learning_rate or check the data "
+                        f"(the last good checkpoint is {ckpt_path})"
+                    )
+                record = {"epoch": epoch, "lr": lr, "train_loss": train_loss}
+                evaluated = epoch % int(config.eval_every) == 0 or epoch == int(config.epochs)
+                if evaluated:
+                    ev = _evaluate(fns.eval_step, state.ema_params, eval_batches, sigma, weights)
+                    record.update({"valid_loss": ev["loss"], **{f"valid_{k}": v for k, v in ev.items() if k != "loss"}})
+                    if ev["loss"] < best_loss:
+                        best_loss, best_epoch = ev["loss"], epoch
+                        best_params = state.ema_params
+                    bad_epochs = epoch - best_epoch  # epochs since the best validation loss
+                    if config.schedule == "plateau":
+                        _, ps = plateau.update(jnp.zeros(()), state.plateau_state, value=jnp.asarray(ev["loss"], jnp.float32))
+                        state = state._replace(plateau_state=ps, lr_scale=jnp.asarray(ps.scale, jnp.float32))
+                else:
+                    record.update({k: math.nan for k in LOG_COLUMNS if k.startswith("valid_")})
+                last_epoch_time = time.monotonic() - t0
+                record["epoch_time_s"] = last_epoch_time
+                record["time_s"] = prev_time + (time.monotonic() - t_start)
+                record["best_valid_loss"] = best_loss
+                history.append(record)
+                early = config.patience is not None and bad_epochs >= int(config.patience)
+                last = epoch == int(config.epochs) or early
+                if epoch % int(config.checkpoint_every) == 0 or last:
+                    save(epoch, "early_stopping" if early else "")
+                _write_logs(output_dir, history)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(
+                        loss=f"{train_loss:.3g}",
+                        E=f"{record.get('valid_energy_mae_meV_per_atom', math.nan):.3g}meV/at",
+                        F=f"{record.get('valid_force_mae_meV_per_A', math.nan):.3g}meV/Å",
+                        lr=f"{lr:.2g}",
+                    )
+                for cb in callbacks:
+                    cb({"event": "epoch", "epoch": epoch, "record": record, "state": state, "potential": potential})
+                if early:
+                    stop_reason = "early_stopping"
+                    break
+            if stop_reason == "max_time" and epoch >= start_epoch and epoch % int(config.checkpoint_every) != 0:
+                save(epoch)
+    finally:
+        if bar is not None:
+            bar.close()
+    epochs_completed = int(history[-1]["epoch"]) if history else 0
+    if epochs_completed == 0:
+        best_params = state.ema_params
+    if history:
+        _write_logs(output_dir, history)
+
+    # ---- final model, metrics, parity plot
+    from mlpjax import validate
+
+    final = potential.replace(params=best_params)
+    valid_metrics = validate.metrics(final, valid_set) if valid_set else None
+    test_metrics = validate.metrics(final, test_set) if test_set else None
+    metadata = {
+        "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"},
+        "data_units": config.units,
+        "species": [int(z) for z in potential.species],
+        "split": split_info,
+        "data_files": {
+            "train": _sources(all_input),
+            "valid": _sources(valid_configs) if valid_configs is not None else None,
+            "test": _sources(test_configs) if test_configs is not None else None,
+        },
+        "n_train": len(train_set),
+        "n_valid": len(valid_set) if valid_set else 0,
+        "n_test": len(test_set) if test_set else 0,
+        "train_config": config.to_dict(),
+        "best_epoch": int(best_epoch),
+        "epochs_completed": epochs_completed,
+        "stop_reason": stop_reason,
+        "valid_metrics": _clean_record(valid_metrics) if valid_metrics else None,
+        "test_metrics": _clean_record(test_metrics) if test_metrics else None,
+        "loss": "w_E*mean(((E'-E)/N/s)^2) + w_F*mean(((F'-F)/s)^2) + w_S*mean(((S'-S)V/N/s)^2), s=energy_scale",
+    }
+    final = final.replace(metadata=metadata)
+    model_path = os.path.join(output_dir, "model.mlpjax")
+    final.save(model_path)
+    paths = {
+        "model": model_path,
+        "checkpoint": ckpt_path,
+        "log_csv": os.path.join(output_dir, "log.csv"),
+        "log_json": os.path.join(output_dir, "log.json"),
+        "config": os.path.join(output_dir, "config.yaml"),
+    }
+    plot_set = test_set or valid_set
+    if plot_set:
+        try:
+            paths["parity"] = os.path.join(output_dir, "parity.png")
+            validate.parity_plot(final, plot_set, paths["parity"], title=f"{'test' if test_set else 'validation'} set")
+        except Exception as err:  # a plotting problem must not lose a trained model
+            warnings.warn(f"could not write the parity plot: {err}", stacklevel=2)
+            paths.pop("parity", None)
+    return TrainResult(
+        potential=final,
+        history=history,
+        test_metrics=test_metrics,
+        valid_metrics=valid_metrics,
+        paths=paths,
+        best_epoch=int(best_epoch),
+        epochs_completed=epochs_completed,
+        stop_reason=stop_reason,
+        start_epoch=start_epoch,
+        state=state,
+    )
+
+
+_RESUME_FIXED = ("model", "model_config", "cutoff", "dtype", "seed", "batch_size", "valid_fraction", "test_fraction", "split_seed")
+
+
+def _check_resumable(config: TrainConfig, saved: dict, path: str) -> None:
+    """Options that define the run must match the checkpoint's (epochs, max_time etc. may change)."""
+    now = config.to_dict()
+    diff = [k for k in _RESUME_FIXED if k in saved and now.get(k) != saved[k]]
+    if diff:
+        details = ", ".join(f"{k}: checkpoint {saved[k]!r} vs now {now[k]!r}" for k in diff)
+        raise ValueError(f"cannot resume from {path}: the config changed ({details}); use the original settings or a new output_dir")
