@@ -1,0 +1,5 @@
+import sys
+
+from mlpjax.cli import main
+
+sys.exit(main())

@@ -1,0 +1,235 @@
+"""Command-line interface: ``mlpjax train | evaluate | md | data``.
+
+Every sub-command is a thin layer over the Python API (mlpjax.train.train,
+mlpjax.validate.metrics, mlpjax.md.simulate, mlpjax.datasets), so scripts and the
+CLI do the same thing. ``mlpjax SUBCOMMAND --help`` documents each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def _enable_x64_if(flag: bool) -> None:
+    if flag:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+
+
+# ----------------------------------------------------------------------------- train
+def _cmd_train(args) -> int:
+    from mlpjax import data
+    from mlpjax.config import TrainConfig, dump_config, load_config, override
+    from mlpjax.train import train
+
+    cfg = load_config(args.config) if args.config else TrainConfig()
+    cfg = override(
+        cfg,
+        model=args.model,
+        epochs=args.epochs,
+        max_time_minutes=args.max_time,
+        seed=args.seed,
+        valid_fraction=args.valid_fraction,
+        test_fraction=args.test_fraction,
+        cutoff=args.cutoff,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        units=args.units,
+        dtype=args.dtype,
+    )
+    _enable_x64_if(cfg.dtype == "float64")
+    read = lambda p: data.read(p, units=cfg.units, energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key)  # noqa: E731
+    train_set = read(args.train)
+    valid_set = read(args.valid) if args.valid else None
+    test_set = read(args.test) if args.test else None
+    print(
+        f"mlpjax train: {cfg.model}, {len(train_set)} training structures from {args.train}"
+        + (f", {len(valid_set)} validation from {args.valid}" if valid_set else f", validation fraction {cfg.valid_fraction}")
+        + (f", {len(test_set)} test from {args.test}" if test_set else ""),
+        flush=True,
+    )
+    os.makedirs(args.output, exist_ok=True)
+    result = train(cfg, train_set, valid_set, output_dir=args.output, test_configs=test_set, resume=args.resume, progress=not args.quiet)
+    print(f"stopped after epoch {result.epochs_completed} ({result.stop_reason}); best epoch {result.best_epoch}")
+    for name, m in (("validation", result.valid_metrics), ("test", result.test_metrics)):
+        if m:
+            print(
+                f"{name}: energy MAE {m['energy_mae_meV_per_atom']:.3f} meV/atom, "
+                f"force MAE {m['force_mae_meV_per_A']:.2f} meV/Å, energy R² {m['energy_r2']:.5f} ({m['n_structures']} structures)"
+            )
+    for k, v in sorted(result.paths.items()):
+        print(f"  {k}: {v}")
+    return 0
+
+
+# -------------------------------------------------------------------------- evaluate
+def _cmd_evaluate(args) -> int:
+    from mlpjax import data, load
+    from mlpjax.validate import metrics, parity_plot, predict_dataset
+
+    _enable_x64_if(args.float64)
+    pot = load(args.model)
+    units = args.units or pot.metadata.get("units", "eV")
+    configs = data.read(args.data, units=units, energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key)
+    preds = predict_dataset(pot, configs, batch_size=args.batch_size)
+    m = metrics(pot, configs, predictions=preds)
+    m = {"model": os.path.abspath(args.model), "data": os.path.abspath(args.data), **m}
+    width = max(len(k) for k in m)
+    for k, v in m.items():
+        print(f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(m, f, indent=2)
+        print(f"wrote {args.json}")
+    if args.parity:
+        parity_plot(preds, configs, args.parity)
+        print(f"wrote {args.parity}")
+    return 0
+
+
+# -------------------------------------------------------------------------------- md
+def _cmd_md(args) -> int:
+    from mlpjax import load
+    from mlpjax.data import read_structure
+    from mlpjax.md import MDConfig, simulate, supercell
+
+    _enable_x64_if(args.float64)
+    pot = load(args.model)
+    structure = read_structure(args.structure, index=args.index).to_atoms()
+    if args.supercell:
+        structure = supercell(structure, tuple(args.supercell))
+    if args.ensemble == "nvt" and args.temperature is None:
+        raise SystemExit("mlpjax md: --ensemble nvt needs --temperature K")
+    cfg = MDConfig(
+        ensemble=args.ensemble,
+        temperature_K=args.temperature if args.temperature is not None else 300.0,
+        timestep_fs=args.timestep,
+        steps=args.steps,
+        log_every=args.log_every,
+        traj_every=args.traj_every,
+        friction_per_ps=args.friction,
+        seed=args.seed,
+        dtype="float64" if args.float64 else None,
+    )
+    print(
+        f"mlpjax md: {len(structure)} atoms, {cfg.ensemble.upper()} at {cfg.temperature_K:g} K, "
+        f"{cfg.steps} steps of {cfg.timestep_fs:g} fs ({cfg.steps * cfg.timestep_fs / 1000:g} ps)",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    result = simulate(pot, structure, cfg, trajectory=args.output, log=args.log, progress=not args.quiet)
+    wall = time.perf_counter() - t0
+    print(result.summary() if hasattr(result, "summary") else result)
+    print(f"wall time {wall:.1f} s ({cfg.steps / wall:.1f} steps/s including compilation)")
+    return 0
+
+
+# ------------------------------------------------------------------------------ data
+def _cmd_data(args) -> int:
+    from mlpjax.data import write_extxyz
+    from mlpjax.datasets import emt_cu
+
+    if args.kind != "emt-cu":
+        raise SystemExit(f"unknown data set {args.kind!r}")
+    configs = emt_cu(seed=args.seed, md_frames_per_run=args.md_frames, n_rattled=args.rattled, n_strained=args.strained)
+    write_extxyz(args.output, configs)
+    print(f"wrote {len(configs)} EMT-labelled fcc Cu configurations to {args.output}")
+    return 0
+
+
+# ------------------------------------------------------------------------------ main
+def build_parser() -> argparse.ArgumentParser:
+    from mlpjax import __version__
+
+    p = argparse.ArgumentParser(prog="mlpjax", description="Machine-learning interatomic potentials in JAX.")
+    p.add_argument("--version", action="version", version=f"mlpjax {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def label_keys(sp):
+        sp.add_argument("--energy-key", default="energy", help="info key of the energy (default: energy)")
+        sp.add_argument("--forces-key", default="forces", help="per-atom array key of the forces (default: forces)")
+        sp.add_argument("--stress-key", default="stress", help="info key of the stress (default: stress)")
+
+    t = sub.add_parser("train", help="train a potential", description="Train a potential and write DIR/model.mlpjax, DIR/log.csv, DIR/parity.png.")
+    t.add_argument("--model", default=None, help="architecture (default from --config, else schnet)")
+    t.add_argument("--train", required=True, help="training data (extxyz, ASE db/traj, MD17 npz)")
+    g = t.add_mutually_exclusive_group()
+    g.add_argument("--valid", help="validation data file")
+    g.add_argument("--valid-fraction", type=float, default=None, help="hold out this fraction of --train for validation")
+    t.add_argument("--test", help="test data file (metrics and parity plot at the end)")
+    t.add_argument("--test-fraction", type=float, default=None, help="hold out this fraction of --train as a test set")
+    t.add_argument("--output", required=True, help="output directory")
+    t.add_argument("--config", help="YAML file mapping 1:1 onto mlpjax.config.TrainConfig; flags override it")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--max-time", type=float, help="wall-clock limit in minutes")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--cutoff", type=float, help="Å")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float, help="peak learning rate")
+    t.add_argument("--units", help="units of the data files: eV, Hartree (Hartree/Bohr), kcal/mol, kJ/mol, ...")
+    t.add_argument("--dtype", choices=["float32", "float64"])
+    t.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.ckpt")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    label_keys(t)
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="error metrics of a model on a data set", description="Energy/force MAE, RMSE and R² of MODEL on DATA.")
+    e.add_argument("model")
+    e.add_argument("data")
+    e.add_argument("--json", help="write the metrics to this JSON file")
+    e.add_argument("--parity", help="write a parity plot PNG")
+    e.add_argument("--units", help="units of DATA (default: those the model was trained with)")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--float64", action="store_true")
+    label_keys(e)
+    e.set_defaults(func=_cmd_evaluate)
+
+    m = sub.add_parser("md", help="molecular dynamics with jax-md", description="NVE or NVT (Langevin) MD of STRUCTURE with MODEL in jax-md.")
+    m.add_argument("model")
+    m.add_argument("structure", help="any file ASE reads (the last frame is used unless --index)")
+    m.add_argument("--index", type=int, default=-1)
+    m.add_argument("--ensemble", choices=["nve", "nvt"], default="nve")
+    m.add_argument("--temperature", type=float, help="K (initial velocities; NVT target)")
+    m.add_argument("--timestep", type=float, default=1.0, help="fs")
+    m.add_argument("--steps", type=int, required=True)
+    m.add_argument("--supercell", type=int, nargs=3, metavar=("NA", "NB", "NC"))
+    m.add_argument("--output", help="trajectory (extxyz)")
+    m.add_argument("--log", help="thermo CSV")
+    m.add_argument("--traj-every", type=int, default=100)
+    m.add_argument("--log-every", type=int, default=10)
+    m.add_argument("--friction", type=float, default=5.0, help="Langevin friction, 1/ps")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--float64", action="store_true")
+    m.add_argument("--quiet", action="store_true")
+    m.set_defaults(func=_cmd_md)
+
+    d = sub.add_parser("data", help="make a reference data set", description="Make a labelled data set (emt-cu: fcc Cu with ASE's EMT).")
+    d.add_argument("kind", choices=["emt-cu"])
+    d.add_argument("--output", required=True, help="extxyz file")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--md-frames", type=int, default=30, help="frames per (temperature, cell size) MD run")
+    d.add_argument("--rattled", type=int, default=40)
+    d.add_argument("--strained", type=int, default=40)
+    d.set_defaults(func=_cmd_data)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from mlpjax._io import CorruptFileError
+    from mlpjax.data import DataError
+
+    try:
+        return int(args.func(args) or 0)
+    except (DataError, CorruptFileError, FileNotFoundError) as err:
+        print(f"mlpjax {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
