@@ -85,7 +85,7 @@ class TrainState(NamedTuple):
     params: Any
     ema_params: Any
     opt_state: Any
-    lr_scale: jax.Array  # scalar, learning-rate multiplier of the plateau schedule (1 otherwise)
+    lr_scale: jax.Array  # scalar: peak learning rate × plateau factor (multiplies the peak-1 schedule)
     plateau_state: Any  # optax.contrib.reduce_on_plateau state (updated once per evaluation)
 
 
@@ -204,14 +204,16 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int) -> Callable:
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """clip_by_global_norm → Adam (→ decoupled weight decay for AdamW) → schedule."""
+    """clip_by_global_norm → Adam (→ decoupled weight decay for AdamW) → schedule (peak 1; see TrainState.lr_scale)."""
     parts = []
     if config.clip_grad_norm is not None:
         parts.append(optax.clip_by_global_norm(float(config.clip_grad_norm)))
     parts.append(optax.scale_by_adam())
     if config.optimizer == "adamw" and config.weight_decay > 0:
         parts.append(optax.add_decayed_weights(float(config.weight_decay)))
-    parts.append(optax.scale_by_learning_rate(make_schedule(config, steps_per_epoch)))
+    # the schedule's shape with peak 1: the peak learning rate (× the plateau factor) is
+    # TrainState.lr_scale, a runtime value, so changing it needs no recompilation
+    parts.append(optax.scale_by_learning_rate(make_schedule(config.replace(learning_rate=1.0), steps_per_epoch)))
     return optax.chain(*parts)
 
 
@@ -269,6 +271,8 @@ class _StepFns(NamedTuple):
 
 
 _STEP_CACHE: dict = {}
+_STEP_FIELDS = ("optimizer", "weight_decay", "schedule", "warmup_epochs", "final_lr_fraction",
+                "clip_grad_norm", "ema_decay", "energy_weight", "forces_weight", "stress_weight", "dtype")
 
 
 def make_step_fns(potential: Potential, config: TrainConfig, steps_per_epoch: int, compute_stress: bool) -> _StepFns:
@@ -281,8 +285,9 @@ def make_step_fns(potential: Potential, config: TrainConfig, steps_per_epoch: in
     header.pop("metadata", None)
     key = (
         json.dumps(header, sort_keys=True),
-        json.dumps(config.to_dict(), sort_keys=True, default=str),
-        int(steps_per_epoch),
+        json.dumps({k: getattr(config, k) for k in _STEP_FIELDS}, sort_keys=True),
+        int(config.epochs) if config.schedule == "warmup_cosine" else None,
+        int(steps_per_epoch) if config.schedule == "warmup_cosine" else None,
         bool(compute_stress),
         bool(jax.config.jax_enable_x64),
     )
@@ -291,7 +296,7 @@ def make_step_fns(potential: Potential, config: TrainConfig, steps_per_epoch: in
     sigma = float(potential.energy_scale)
     weights = (float(config.energy_weight), float(config.forces_weight), float(config.stress_weight))
     optimizer = make_optimizer(config, steps_per_epoch)
-    schedule = make_schedule(config, steps_per_epoch)
+    schedule = make_schedule(config.replace(learning_rate=1.0), steps_per_epoch)  # shape only; × state.lr_scale
     ema_decay = float(config.ema_decay)
 
     def loss_fn(params, batch):
@@ -307,11 +312,12 @@ def make_step_fns(potential: Potential, config: TrainConfig, steps_per_epoch: in
         if ema_decay > 0:
             t = state.step.astype(jnp.float32)
             decay = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))  # warm-up of the average (TF ExponentialMovingAverage)
-            ema = jax.tree_util.tree_map(lambda e, p: (decay * e + (1.0 - decay) * p).astype(p.dtype), state.ema_params, params)
+            # p + d (e - p): exactly p when the average has caught up (no rounding drift)
+            ema = jax.tree_util.tree_map(lambda e, p: (p + decay * (e - p)).astype(p.dtype), state.ema_params, params)
         else:
             ema = params
         new_state = state._replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
-        return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     def eval_step(params, batch: GraphBatch):
         pred = potential.predict(params, batch, compute_stress=compute_stress)
@@ -324,14 +330,14 @@ def make_step_fns(potential: Potential, config: TrainConfig, steps_per_epoch: in
     return fns
 
 
-def init_state(potential: Potential, optimizer, plateau) -> TrainState:
+def init_state(potential: Potential, optimizer, plateau, learning_rate: float = 1.0) -> TrainState:
     params = potential.params
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         ema_params=jax.tree_util.tree_map(jnp.array, params),
         opt_state=optimizer.init(params),
-        lr_scale=jnp.ones((), jnp.float32),
+        lr_scale=jnp.asarray(learning_rate, jnp.float32),
         plateau_state=plateau.init(jnp.zeros((), jnp.float32)),
     )
 
@@ -570,7 +576,7 @@ def train(
     import flax.serialization
 
     if ck is None:
-        state = init_state(potential, fns.optimizer, plateau)
+        state = init_state(potential, fns.optimizer, plateau, config.learning_rate)
         start_epoch, best_loss, best_epoch, bad_epochs, history = 1, math.inf, 0, 0, []
         best_params = state.ema_params
         stop_reason = ""
@@ -578,6 +584,8 @@ def train(
         template = init_state(potential.replace(params=_cast(_init_params(potential, 0), dtype)), fns.optimizer, plateau)
         state = flax.serialization.from_state_dict(template, ck["state"])
         state = jax.tree_util.tree_map(jnp.asarray, state)
+        # the configured learning rate applies on resume (× the restored plateau factor)
+        state = state._replace(lr_scale=jnp.asarray(config.learning_rate * float(state.plateau_state.scale), jnp.float32))
         best_params = jax.tree_util.tree_map(jnp.asarray, flax.serialization.from_state_dict(template.params, ck["best_params"]))
         start_epoch = int(ck["epoch"]) + 1
         best_loss, best_epoch, bad_epochs = float(ck["best_loss"]), int(ck["best_epoch"]), int(ck["bad_epochs"])
@@ -616,7 +624,7 @@ def train(
                     break
                 t0 = time.monotonic()
                 losses = []
-                lr = float(fns.schedule(int(state.step))) * float(state.lr_scale)
+                lr = float(fns.schedule(int(state.step))) * float(state.lr_scale)  # peak-1 shape × peak × plateau
                 for batch in batches(train_graphs, budget, shuffle=True, seed=int(config.seed) * 100003 + epoch, dtype=dtype):
                     state, aux = fns.train_step(state, batch)
                     losses.append(aux["loss"])
@@ -638,7 +646,7 @@ def train(
                     bad_epochs = epoch - best_epoch  # epochs since the best validation loss
                     if config.schedule == "plateau":
                         _, ps = plateau.update(jnp.zeros(()), state.plateau_state, value=jnp.asarray(ev["loss"], jnp.float32))
-                        state = state._replace(plateau_state=ps, lr_scale=jnp.asarray(ps.scale, jnp.float32))
+                        state = state._replace(plateau_state=ps, lr_scale=jnp.asarray(config.learning_rate * float(ps.scale), jnp.float32))
                 else:
                     record.update({k: math.nan for k in LOG_COLUMNS if k.startswith("valid_")})
                 last_epoch_time = time.monotonic() - t0
