@@ -139,8 +139,20 @@ class Potential:
         return jax.jit(self.model_fns.init)(key, vectors, species, senders, receivers, mask)
 
     def atomic_energies(self, params, vectors, species, senders, receivers, edge_mask) -> jax.Array:
-        """Per-atom energies [n_nodes] eV = E0[species] + shift + scale · model output."""
+        """Per-atom energies [n_nodes] eV = E0[species] + shift + scale · (model output
+        − the model's output for an isolated atom of that species).
+
+        Subtracting the isolated-atom output (one masked edge, no neighbours) makes an
+        isolated atom's energy exactly E0 + shift for every architecture, so separated
+        fragments dissociate to the reference energies whatever the network's biases.
+        """
         out = self.model_fns.apply(params, vectors, species, senders, receivers, edge_mask)
+        n_species = len(self.species)
+        zero = jnp.zeros(1, jnp.int32)
+        isolated = self.model_fns.apply(
+            params, jnp.zeros((1, 3), vectors.dtype), jnp.arange(n_species, dtype=jnp.int32), zero, zero, jnp.zeros(1, bool)
+        )
+        out = out - isolated.astype(out.dtype)[species]
         e0 = jnp.asarray(self.reference_energies, out.dtype)[species]
         return e0 + self.energy_shift + self.energy_scale * out
 
