@@ -1,0 +1,310 @@
+"""Shared test configuration: float64 enabled, NaN debugging, tolerances, tiny
+potentials for every registered model, and shared structures.
+
+The physics contract is a parameterised suite over (model × dtype): the ``model``
+fixture yields a :class:`TinyModel` for every name in ``mlpjax.models.available()``
+and both float32 and float64. A newly registered model only needs an entry in
+:data:`TINY_CONFIGS` to get the whole contract (rotation/translation/permutation,
+finite differences, stress, batching, cutoff smoothness, jax-md / ASE agreement).
+
+float32 variants run with x64 *enabled*: inputs are packed as float32
+(``pack(..., dtype=np.float32)``) and the parameters are cast to float32, so the
+whole forward and backward pass runs in single precision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import warnings
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_debug_nans", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from mlpjax import models  # noqa: E402
+from mlpjax.data import Configuration  # noqa: E402
+from mlpjax.graph import Budget, make_budget, pack, to_graphs  # noqa: E402
+from mlpjax.potential import Potential  # noqa: E402
+
+warnings.filterwarnings("ignore", message="Explicitly requested dtype float64")
+
+# ---------------------------------------------------------------------------
+# Tolerances (defined once). Energies are compared per atom.
+# ---------------------------------------------------------------------------
+
+TOL = {
+    "float32": {"energy": 2e-5, "forces": 2e-4, "stress": 2e-5, "rtol": 2e-5},  # eV/atom, eV/Å, eV/Å^3
+    "float64": {"energy": 1e-11, "forces": 1e-10, "stress": 1e-11, "rtol": 1e-10},
+}
+DTYPES = ("float32", "float64")
+
+# ---------------------------------------------------------------------------
+# Tiny model configurations: one entry per registered model.
+# ---------------------------------------------------------------------------
+
+TINY_CONFIGS: dict[str, dict] = {
+    "schnet": {"features": 16, "interactions": 2, "num_rbf": 8, "filter_hidden": 16},
+}
+# Freshly initialised networks are nearly geometry-independent (forces ~1e-3 eV/Å),
+# which would make symmetry tests weak; their parameters are multiplied by this
+# factor so that forces are O(1) eV/Å (checked by the tests themselves).
+PARAM_SCALE: dict[str, float] = {"schnet": 2.0}
+
+CUTOFF = 4.5  # Å
+SPECIES = (1, 6, 8, 29)  # H, C, O (ethanol) and Cu
+REFERENCE_ENERGIES = (-0.51, -1.37, -2.04, -3.72)  # eV
+ENERGY_SHIFT = 0.13  # eV/atom
+ENERGY_SCALE = 0.7  # eV
+AVG_NUM_NEIGHBORS = 12.0
+
+
+def tiny_config(name: str) -> dict:
+    if name not in TINY_CONFIGS:
+        pytest.fail(f"model {name!r} is registered but has no tiny config: add it to TINY_CONFIGS in tests/conftest.py")
+    return TINY_CONFIGS[name]
+
+
+def cast_params(params, dtype):
+    return jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, params
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _base_potential(name: str, species: tuple = SPECIES, seed: int = 0) -> Potential:
+    pot = Potential(
+        name,
+        models.make_config(name, tiny_config(name)),
+        cutoff=CUTOFF,
+        species=species,
+        reference_energies=tuple(REFERENCE_ENERGIES[SPECIES.index(z)] for z in species),
+        energy_shift=ENERGY_SHIFT,
+        energy_scale=ENERGY_SCALE,
+        avg_num_neighbors=AVG_NUM_NEIGHBORS,
+        metadata={"units": "eV/Angstrom", "note": "tiny test model"},
+    )
+    params = pot.init_params(jax.random.PRNGKey(seed))
+    scale = PARAM_SCALE.get(name, 1.0)
+    params = jax.tree_util.tree_map(lambda x: x * scale if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
+    return pot.replace(params=params)
+
+
+@dataclasses.dataclass(eq=False)
+class TinyModel:
+    """A tiny potential of one model in one dtype, with jitted prediction helpers."""
+
+    name: str
+    dtype_name: str
+    pot: Potential
+
+    @property
+    def dtype(self):
+        return np.dtype(self.dtype_name)
+
+    @property
+    def tol(self) -> dict:
+        return TOL[self.dtype_name]
+
+    @functools.cached_property
+    def predict(self):
+        """jitted (batch) -> Predictions with this model's params."""
+        pot = self.pot
+        return jax.jit(lambda params, batch: pot.predict(params, batch))
+
+    def pack(self, configs, budget: Budget | None = None, *, batch_size: int | None = None):
+        graphs = to_graphs(configs, self.pot.species, self.pot.cutoff)
+        if budget is None:
+            budget = make_budget(graphs, batch_size or len(graphs))
+        return pack(graphs, budget, dtype=self.dtype)
+
+    def run(self, configs, budget: Budget | None = None) -> list[dict]:
+        """Per-structure numpy results (float64 copies) of one padded batch."""
+        batch = self.pack(configs, budget)
+        out = self.predict(self.pot.params, batch)
+        return split_predictions(batch, out)
+
+    @functools.cached_property
+    def energies_of_positions(self):
+        """jitted (batch, positions[k, n, 3]) -> energies [k, n_graphs] (vmapped, no stress)."""
+        pot = self.pot
+
+        def f(params, batch, positions):
+            return jax.vmap(lambda pos: pot.predict(params, batch._replace(positions=pos), compute_stress=False).energy)(positions)
+
+        return jax.jit(f)
+
+    @functools.cached_property
+    def energies_of_strain(self):
+        """jitted (batch, deformations[k, 3, 3]) -> energies [k, n_graphs] of graph 0 deformed
+        homogeneously (positions and cell, row vectors: r -> r F)."""
+        pot = self.pot
+
+        def f(params, batch, defs):
+            def one(F):
+                pos = batch.positions @ F
+                cell = batch.cell @ F
+                return pot.predict(params, batch._replace(positions=pos, cell=cell), compute_stress=False).energy
+
+            return jax.vmap(one)(defs)
+
+        return jax.jit(f)
+
+
+def split_predictions(batch, out) -> list[dict]:
+    res = []
+    node_graph = np.asarray(batch.node_graph)
+    for g in range(int(np.sum(batch.graph_mask))):
+        sel = node_graph == g
+        res.append(
+            {
+                "energy": float(out.energy[g]),
+                "forces": np.asarray(out.forces, np.float64)[sel],
+                "stress": np.asarray(out.stress[g], np.float64),
+                "atomic_energies": np.asarray(out.atomic_energies, np.float64)[sel],
+                "n_atoms": int(sel.sum()),
+            }
+        )
+    return res
+
+
+@functools.lru_cache(maxsize=None)
+def get_model(name: str, dtype_name: str) -> TinyModel:
+    base = _base_potential(name)
+    pot = base.replace(params=cast_params(base.params, np.dtype(dtype_name)))
+    return TinyModel(name, dtype_name, pot)
+
+
+MODEL_PARAMS = [pytest.param((n, d), id=f"{n}-{d}") for n in models.available() for d in DTYPES]
+MODEL64_PARAMS = [pytest.param((n, "float64"), id=f"{n}-float64") for n in models.available()]
+MODEL32_PARAMS = [pytest.param((n, "float32"), id=f"{n}-float32") for n in models.available()]
+
+
+@pytest.fixture(scope="session", params=MODEL_PARAMS)
+def model(request) -> TinyModel:
+    """Every registered model × {float32, float64}."""
+    return get_model(*request.param)
+
+
+@pytest.fixture(scope="session", params=MODEL64_PARAMS)
+def model64(request) -> TinyModel:
+    """Every registered model in float64 (finite-difference tests)."""
+    return get_model(*request.param)
+
+
+@pytest.fixture(scope="session", params=MODEL32_PARAMS)
+def model32(request) -> TinyModel:
+    """Every registered model in float32 (large-system tests)."""
+    return get_model(*request.param)
+
+
+# ---------------------------------------------------------------------------
+# Randomness
+# ---------------------------------------------------------------------------
+
+
+class KeySeq:
+    """``next(keys)`` gives a fresh jax PRNG key; deterministic per test."""
+
+    def __init__(self, seed: int):
+        self._key = jax.random.PRNGKey(seed)
+
+    def __next__(self):
+        self._key, sub = jax.random.split(self._key)
+        return sub
+
+    def __iter__(self):
+        return self
+
+
+@pytest.fixture
+def keys() -> KeySeq:
+    return KeySeq(1234)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def random_orthogonal(rng: np.random.Generator, reflect: bool = True) -> np.ndarray:
+    """A random O(3) matrix; with ``reflect`` it has determinant -1."""
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] *= -1
+    if reflect:
+        q = -q
+    return q
+
+
+# ---------------------------------------------------------------------------
+# Shared structures (fresh copies on every call; cheap)
+# ---------------------------------------------------------------------------
+
+CU_A = 3.61  # Å
+
+
+def cu_atoms(repeat: int = 2, rattle: float = 0.05, seed: int = 1):
+    """Rattled fcc Cu, ``repeat``^3 cubic cells (repeat=2: 32 atoms, side 7.22 Å < 2 r_c)."""
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=CU_A, cubic=True).repeat(repeat)
+    atoms.rattle(rattle, seed=seed)
+    return atoms
+
+
+def cu_triclinic_atoms(repeat: int = 2, seed: int = 2):
+    """Rattled sheared fcc Cu (triclinic cell, same atoms in scaled coordinates)."""
+    atoms = cu_atoms(repeat, rattle=0.0)
+    shear = np.array([[1.0, 0.0, 0.0], [0.12, 1.0, 0.0], [-0.07, 0.09, 1.03]])
+    atoms.set_cell(atoms.cell.array @ shear, scale_atoms=True)
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+def ethanol_atoms(rattle: float = 0.02, seed: int = 3):
+    from ase.build import molecule
+
+    atoms = molecule("CH3CH2OH")
+    atoms.rattle(rattle, seed=seed)
+    return atoms
+
+
+def config(atoms) -> Configuration:
+    return Configuration.from_atoms(atoms, source="<test>")
+
+
+@pytest.fixture
+def cu():
+    return cu_atoms()
+
+
+@pytest.fixture
+def cu_tri():
+    return cu_triclinic_atoms()
+
+
+@pytest.fixture
+def ethanol():
+    return ethanol_atoms()
+
+
+STRUCTURES = {"cu": cu_atoms, "cu_triclinic": cu_triclinic_atoms, "ethanol": ethanol_atoms}
+
+
+@pytest.fixture(params=sorted(STRUCTURES))
+def structure(request):
+    """Each shared structure: (name, ase.Atoms)."""
+    return request.param, STRUCTURES[request.param]()
+
+
+def assert_close(actual, desired, tol: float, rtol: float = 0.0, what: str = ""):
+    actual = np.asarray(actual, np.float64)
+    desired = np.asarray(desired, np.float64)
+    np.testing.assert_allclose(actual, desired, atol=tol, rtol=rtol, err_msg=what)

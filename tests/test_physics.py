@@ -1,0 +1,379 @@
+"""The physics contract, for every registered model × {float32, float64}.
+
+Symmetries (O(3) incl. reflections, translations, permutations), forces and stress
+as derivatives of the energy (finite differences, ASE's numerical stress), batch
+independence (no gradient leakage), smoothness at the cutoff, size consistency
+through jax-md on a 16,384-atom cell, agreement of jax-md / ASE / batched
+prediction, and the isolated-atom limit.
+"""
+
+from __future__ import annotations
+
+import ase
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax_md import space
+
+from conftest import (
+    CUTOFF,
+    ENERGY_SHIFT,
+    REFERENCE_ENERGIES,
+    SPECIES,
+    TOL,
+    config,
+    cu_atoms,
+    cu_triclinic_atoms,
+    ethanol_atoms,
+    random_orthogonal,
+)
+from mlpjax.graph import Budget
+
+# One budget for (almost) all single-batch tests: one compilation per model × dtype.
+BUDGET = Budget(n_nodes=256, n_edges=12288, n_graphs=8)
+
+
+def _check_nontrivial(res):
+    """Guard against vacuous passes: the tiny model must give non-zero forces."""
+    assert np.max(np.abs(res["forces"])) > 1e-3, "forces vanish: symmetry test would be vacuous"
+
+
+def _assert_same(model, a, b, what=""):
+    tol = model.tol
+    n = a["n_atoms"]
+    assert b["n_atoms"] == n
+    e_tol = tol["energy"] + tol["rtol"] * abs(a["energy"]) / n
+    assert abs(a["energy"] - b["energy"]) / n <= e_tol, f"{what}: energy/atom {a['energy'] / n} vs {b['energy'] / n}"
+    np.testing.assert_allclose(b["forces"], a["forces"], atol=tol["forces"], rtol=tol["rtol"], err_msg=f"{what}: forces")
+    np.testing.assert_allclose(b["stress"], a["stress"], atol=tol["stress"], rtol=tol["rtol"], err_msg=f"{what}: stress")
+
+
+# ---------------------------------------------------------------------------
+# Symmetries
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reflect", [False, True], ids=["SO3", "reflection"])
+def test_rotation_invariance_and_force_equivariance(model, structure, reflect, rng):
+    name, atoms = structure
+    Q = random_orthogonal(rng, reflect=reflect)
+    rot = atoms.copy()
+    rot.set_cell(atoms.cell.array @ Q.T, scale_atoms=False)  # rows are lattice vectors
+    rot.positions = atoms.positions @ Q.T
+    a, b = model.run([config(atoms), config(rot)], BUDGET)
+    _check_nontrivial(a)
+    expected = dict(a, forces=a["forces"] @ Q.T, stress=Q @ a["stress"] @ Q.T)
+    _assert_same(model, expected, b, f"{name} rotated")
+    if atoms.pbc.any():
+        assert np.max(np.abs(a["stress"])) > 1e-5, "stress vanishes: test would be vacuous"
+
+
+def test_translation_invariance(model, structure, rng):
+    name, atoms = structure
+    moved = atoms.copy()
+    moved.positions = atoms.positions + rng.normal(size=3) * 3.0
+    a, b = model.run([config(atoms), config(moved)], BUDGET)
+    _check_nontrivial(a)
+    _assert_same(model, a, b, f"{name} translated")
+
+
+def test_permutation_invariance(model, structure, rng):
+    """Permuting atoms (numbers along with positions, so same-element atoms swap among
+    themselves and with others) leaves E and σ unchanged and permutes the forces."""
+    name, atoms = structure
+    perm = rng.permutation(len(atoms))
+    shuffled = atoms[perm]
+    # also a permutation among same-element atoms only (numbers unchanged)
+    same = np.arange(len(atoms))
+    for z in np.unique(atoms.numbers):
+        idx = np.flatnonzero(atoms.numbers == z)
+        same[idx] = rng.permutation(idx)
+    swapped = atoms.copy()
+    swapped.positions = atoms.positions[same]
+    a, b, c = model.run([config(atoms), config(shuffled), config(swapped)], BUDGET)
+    _check_nontrivial(a)
+    _assert_same(model, dict(a, forces=a["forces"][perm]), b, f"{name} permuted")
+    _assert_same(model, dict(a, forces=a["forces"][same]), c, f"{name} same-element permuted")
+
+
+# ---------------------------------------------------------------------------
+# Forces and stress are derivatives of the energy (float64)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["cu_triclinic", "ethanol"])
+def test_forces_equal_finite_differences(model64, which, rng):
+    atoms = {"cu_triclinic": cu_triclinic_atoms, "ethanol": ethanol_atoms}[which]()
+    batch = model64.pack([config(atoms)], BUDGET)
+    out = model64.predict(model64.pot.params, batch)
+    h = 1e-5
+    atoms_idx = rng.choice(len(atoms), size=4, replace=False)
+    displaced = []
+    for i in atoms_idx:
+        for c in range(3):
+            for sign in (1.0, -1.0):
+                pos = np.array(batch.positions)
+                pos[i, c] += sign * h
+                displaced.append(pos)
+    e = np.asarray(model64.energies_of_positions(model64.pot.params, batch, np.stack(displaced)))[:, 0]
+    fd = -(e[0::2] - e[1::2]) / (2 * h)
+    predicted = np.asarray(out.forces)[atoms_idx].reshape(-1)
+    assert np.max(np.abs(predicted)) > 1e-3
+    np.testing.assert_allclose(predicted, fd, atol=1e-6, rtol=1e-6)
+
+
+def test_stress_equals_strain_derivative(model64):
+    """σ_ij = (1/V) ∂E/∂ε_ij by central differences of a homogeneous deformation of
+    positions and cell (all 9 components of a general, non-symmetric deformation:
+    a rotation-invariant energy only sees the symmetric part)."""
+    atoms = cu_triclinic_atoms()
+    batch = model64.pack([config(atoms)], BUDGET)
+    out = model64.predict(model64.pot.params, batch)
+    h = 1e-5
+    defs = []
+    for i in range(3):
+        for j in range(3):
+            for sign in (1.0, -1.0):
+                F = np.eye(3)
+                F[i, j] += sign * h
+                defs.append(F)
+    e = np.asarray(model64.energies_of_strain(model64.pot.params, batch, np.stack(defs)))[:, 0]
+    volume = abs(np.linalg.det(atoms.cell.array))
+    fd = ((e[0::2] - e[1::2]) / (2 * h * volume)).reshape(3, 3)
+    stress = np.asarray(out.stress[0])
+    assert np.max(np.abs(stress)) > 1e-4
+    np.testing.assert_allclose(stress, stress.T, atol=1e-12)
+    np.testing.assert_allclose(stress, fd, atol=1e-8, rtol=1e-6)
+
+
+def test_stress_matches_ase_numerical_stress(model64):
+    atoms = cu_triclinic_atoms()
+    atoms.calc = model64.pot.calculator()
+    analytic = atoms.get_stress(voigt=True)
+    numeric = atoms.calc.calculate_numerical_stress(atoms, d=1e-5, voigt=True)
+    assert np.max(np.abs(analytic)) > 1e-4
+    np.testing.assert_allclose(analytic, numeric, atol=1e-8, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Batches: same results as alone, no leakage between structures
+# ---------------------------------------------------------------------------
+
+
+def test_batch_equals_individual(model):
+    structures = [cu_atoms(), ethanol_atoms(), cu_triclinic_atoms(), ethanol_atoms(seed=7)]
+    together = model.run([config(a) for a in structures], BUDGET)
+    for k, atoms in enumerate(structures):
+        (alone,) = model.run([config(atoms)])  # its own (smaller) budget
+        _assert_same(model, alone, together[k], f"structure {k} in a batch")
+        if not atoms.pbc.any():
+            assert np.all(together[k]["stress"] == 0.0)
+
+
+def test_no_gradient_leakage_between_structures(model):
+    """∂E_A/∂R_B is exactly zero for structures A ≠ B in one batch (and for padding)."""
+    structures = [cu_atoms(), ethanol_atoms(), cu_triclinic_atoms()]
+    budget = Budget(n_nodes=128, n_edges=4096, n_graphs=4)
+    batch = model.pack([config(a) for a in structures], budget)
+    pot, params = model.pot, model.pot.params
+
+    def energies(pos):
+        return pot.predict(params, batch._replace(positions=pos), compute_stress=False).energy
+
+    J = np.asarray(jax.jit(jax.jacrev(energies))(jnp.asarray(batch.positions)))  # [G, N, 3]
+    node_graph = np.asarray(batch.node_graph)
+    node_mask = np.asarray(batch.node_mask)
+    for g in range(len(structures)):
+        own = (node_graph == g) & node_mask
+        assert np.max(np.abs(J[g][own])) > 1e-3, "own gradient must be non-zero"
+        assert np.all(J[g][~own] == 0.0), f"structure {g}'s energy depends on other structures' positions"
+
+    # Cross blocks of the Hessian (forces of A w.r.t. positions of B) vanish too.
+    def forces(pos):
+        return pot.predict(params, batch._replace(positions=pos), compute_stress=False).forces
+
+    H = np.asarray(jax.jit(jax.jacfwd(forces))(jnp.asarray(batch.positions)))  # [N, 3, N, 3]
+    for g in range(len(structures)):
+        own = (node_graph == g) & node_mask
+        block = H[own][:, :, ~own]
+        assert np.all(block == 0.0), f"forces of structure {g} depend on other structures"
+        assert np.max(np.abs(H[own][:, :, own])) > 1e-3
+
+
+# ---------------------------------------------------------------------------
+# Smoothness at the cutoff
+# ---------------------------------------------------------------------------
+
+
+def _dimer(r):
+    return ase.Atoms("Cu2", positions=[[0.0, 0.0, 0.0], [r, 0.0, 0.0]])
+
+
+_TRIMER_HALF = 0.7  # Å, half the fixed A-B distance
+
+
+def _trimer(r):
+    """H and O fixed, C on their perpendicular bisector at distance r from both."""
+    y = np.sqrt(r**2 - _TRIMER_HALF**2)
+    return ase.Atoms("HOC", positions=[[-_TRIMER_HALF, 0, 0], [_TRIMER_HALF, 0, 0], [0, y, 0]])
+
+
+def _trimer_beyond(model):
+    """Energy of the trimer once C is beyond the cutoff: H-O dimer + isolated C."""
+    ho = ase.Atoms("HO", positions=[[-_TRIMER_HALF, 0, 0], [_TRIMER_HALF, 0, 0]])
+    c = ase.Atoms("C", positions=[[0, 0, 0]])
+    a, b = model.run([config(ho), config(c)])
+    return a["energy"] + b["energy"]
+
+
+@pytest.mark.parametrize("system", ["dimer", "trimer"])
+def test_energy_smooth_across_cutoff(model, system):
+    build = {"dimer": _dimer, "trimer": _trimer}[system]
+    moving = {"dimer": 1, "trimer": 2}[system]
+    h = 2e-3
+    radii = CUTOFF + np.arange(-150, 26) * h  # from r_c - 0.3 Å to r_c + 0.05 Å
+    res = model.run([config(build(r)) for r in radii])
+    e = np.array([x["energy"] for x in res])
+    f = np.array([np.linalg.norm(x["forces"][moving]) for x in res])
+    tol = model.tol
+    n = len(build(CUTOFF))
+    slack = 2 * n * (tol["energy"] + tol["rtol"] * np.max(np.abs(e)) / n)
+    assert np.max(f[radii < CUTOFF - 0.1]) > 1e-4, "no interaction: test would be vacuous"
+    # continuity: each step changes E by at most ~ h |F| (+ curvature and rounding)
+    jumps = np.abs(np.diff(e))
+    bound = 1.2 * h * np.maximum(f[:-1], f[1:]) + 50.0 * h**2 + slack
+    assert np.all(jumps <= bound), f"energy jumps {jumps[jumps > bound]} at r = {radii[:-1][jumps > bound]}"
+    # beyond the cutoff: separated energy, zero force on the moving atom
+    beyond = radii >= CUTOFF + 1e-9
+    if system == "trimer":
+        e_sep = _trimer_beyond(model)
+    else:
+        e_sep = 2 * model.run([config(ase.Atoms("Cu", positions=[[0, 0, 0]]))])[0]["energy"]
+    np.testing.assert_allclose(e[beyond], e_sep, atol=slack)
+    assert np.all(f[beyond] <= tol["forces"])
+    # forces vanish continuously at the cutoff
+    just_inside = (radii < CUTOFF) & (radii > CUTOFF - 3 * h)
+    assert np.all(f[just_inside] <= 0.05 * np.max(f) + tol["forces"])
+
+
+@pytest.mark.parametrize("system", ["dimer", "trimer"])
+def test_cutoff_energy_difference_is_second_order(model64, system):
+    """E(r_c - δ) - E(separated) = O(δ²) and |F(r_c - δ)| = O(δ)."""
+    build = {"dimer": _dimer, "trimer": _trimer}[system]
+    moving = {"dimer": 1, "trimer": 2}[system]
+    deltas = np.array([0.04, 0.02, 0.01, 0.005])
+    res = model64.run([config(build(CUTOFF - d)) for d in deltas] + [config(build(CUTOFF + 0.01))])
+    e = np.array([x["energy"] for x in res])
+    de = np.abs(e[:-1] - e[-1])
+    f = np.array([np.linalg.norm(x["forces"][moving]) for x in res[:-1]])
+    assert de[0] > 1e-9 and f[0] > 1e-8, "no interaction near the cutoff: test would be vacuous"
+    ratios_e = de[1:] / de[:-1]  # 1/4 for O(δ²)
+    ratios_f = f[1:] / f[:-1]  # 1/2 for O(δ)
+    assert np.all(ratios_e < 0.32), f"energy not O(δ²) at the cutoff: ratios {ratios_e}"
+    assert np.all(ratios_f < 0.6), f"force not O(δ) at the cutoff: ratios {ratios_f}"
+
+
+# ---------------------------------------------------------------------------
+# Isolated atoms
+# ---------------------------------------------------------------------------
+
+
+def test_isolated_atom_gives_reference_energy_plus_shift(model):
+    structures = []
+    for z in SPECIES:
+        structures.append(ase.Atoms(numbers=[z], positions=[[0.1, 0.2, 0.3]]))  # molecule
+        structures.append(ase.Atoms(numbers=[z], positions=[[0.1, 0.2, 0.3]], cell=np.eye(3) * 2.5 * CUTOFF / 2, pbc=True))
+    res = model.run([config(a) for a in structures])
+    for k, z in enumerate(np.repeat(SPECIES, 2)):
+        expected = REFERENCE_ENERGIES[SPECIES.index(z)] + ENERGY_SHIFT
+        np.testing.assert_allclose(res[k]["energy"], expected, atol=model.tol["energy"], err_msg=f"isolated Z={z}")
+        assert np.all(res[k]["forces"] == 0.0)
+        assert np.all(res[k]["stress"] == 0.0)
+
+
+# ---------------------------------------------------------------------------
+# jax-md, ASE and the batched forward pass agree
+# ---------------------------------------------------------------------------
+
+
+def _jaxmd_setup(kind):
+    """(atoms, displacement, box, R for jax-md, neighbor_fn kwargs)."""
+    if kind == "cu_cubic":
+        atoms = cu_atoms(repeat=3, seed=5)  # side 10.83 Å > 2 (r_c + skin)
+        atoms.wrap()
+        side = atoms.cell.array[0, 0]
+        disp, _ = space.periodic(side)
+        return atoms, disp, side, atoms.positions, {}, {}
+    if kind == "cu_triclinic":
+        atoms = cu_triclinic_atoms(repeat=3, seed=6)
+        atoms.wrap()
+        box = atoms.cell.array.T  # jax-md: columns are lattice vectors
+        disp, _ = space.periodic_general(box, fractional_coordinates=True)
+        return atoms, disp, box, atoms.get_scaled_positions(), {"fractional_coordinates": True, "disable_cell_list": True}, {}
+    if kind == "ethanol":
+        atoms = ethanol_atoms()
+        disp, _ = space.free()
+        return atoms, disp, 100.0, atoms.positions, {"disable_cell_list": True}, {}
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["cu_cubic", "cu_triclinic", "ethanol"])
+def test_jaxmd_ase_and_predict_agree(model, kind):
+    atoms, disp, box, R, nkw, _ = _jaxmd_setup(kind)
+    pot = model.pot
+    R = jnp.asarray(R, model.dtype)
+    nbr_fn = pot.neighbor_fn(disp, box, **nkw)
+    nbrs = nbr_fn.allocate(R)
+    assert not bool(nbrs.did_buffer_overflow)
+    energy_fn = jax.jit(pot.energy_fn(disp, atoms.numbers))
+    force_fn = jax.jit(pot.force_fn(disp, atoms.numbers))
+    e_md = float(energy_fn(R, neighbor=nbrs))
+    f_md = np.asarray(force_fn(R, neighbor=nbrs), np.float64)
+    f_grad = -np.asarray(jax.jit(jax.grad(lambda r: energy_fn(r, neighbor=nbrs)))(R), np.float64)
+    # (with fractional coordinates, jax-md's periodic_general displacement has a custom
+    # derivative that makes gradients w.r.t. fractional positions real-space forces)
+    (pred,) = model.run([config(atoms)])
+    atoms.calc = pot.calculator()
+    e_ase = atoms.get_potential_energy()
+    f_ase = atoms.get_forces()
+    tol = model.tol
+    n = len(atoms)
+    e_tol = n * tol["energy"] + tol["rtol"] * abs(pred["energy"])
+    assert np.max(np.abs(pred["forces"])) > 1e-3
+    assert abs(e_md - pred["energy"]) <= e_tol, (e_md, pred["energy"])
+    assert abs(e_ase - pred["energy"]) <= e_tol, (e_ase, pred["energy"])
+    for what, f in (("jax-md force_fn", f_md), ("jax-md -grad(energy_fn)", f_grad), ("ASE", f_ase)):
+        np.testing.assert_allclose(f, pred["forces"], atol=tol["forces"], rtol=tol["rtol"], err_msg=what)
+
+
+# ---------------------------------------------------------------------------
+# Size consistency through jax-md on a large cell
+# ---------------------------------------------------------------------------
+
+
+def test_size_consistency_jaxmd_16384_atoms(model32):
+    """fcc Cu 256-atom cell vs its 4x4x4 supercell (16,384 atoms): identical per-atom
+    energy and forces through jax-md's periodic space and Sparse neighbour list.
+    Catches miscompiled large reductions (jax-ml/jax#39103) and neighbour-list
+    truncation or overflow."""
+    pot = model32.pot
+    small = cu_atoms(repeat=4, rattle=0.08, seed=11)  # 256 atoms, side 14.44 Å
+    small.wrap()
+    big = small.repeat(4)  # 16,384 atoms; atom k is a copy of atom k % 256
+    results = {}
+    for label, atoms, nkw in (("small", small, {"disable_cell_list": True}), ("big", big, {})):
+        side = float(atoms.cell.array[0, 0])
+        disp, _ = space.periodic(side)
+        R = jnp.asarray(atoms.positions, jnp.float32)
+        nbrs = pot.neighbor_fn(disp, side, **nkw).allocate(R)
+        assert not bool(nbrs.did_buffer_overflow)
+        energy_fn = pot.energy_fn(disp, atoms.numbers)
+        force_fn = pot.force_fn(disp, atoms.numbers)
+        e, f = jax.jit(lambda r, nb: (energy_fn(r, neighbor=nb), force_fn(r, neighbor=nb)))(R, nbrs)
+        results[label] = (float(e) / len(atoms), np.asarray(f, np.float64))
+    (e_small, f_small), (e_big, f_big) = results["small"], results["big"]
+    assert np.max(np.abs(f_small)) > 1e-3
+    tol = TOL["float32"]
+    assert abs(e_big - e_small) <= tol["energy"] + tol["rtol"] * abs(e_small), (e_small, e_big)
+    np.testing.assert_allclose(f_big, np.tile(f_small, (64, 1)), atol=tol["forces"], rtol=tol["rtol"])
