@@ -589,7 +589,7 @@ def train(
         best_params = jax.tree_util.tree_map(jnp.asarray, flax.serialization.from_state_dict(template.params, ck["best_params"]))
         start_epoch = int(ck["epoch"]) + 1
         best_loss, best_epoch, bad_epochs = float(ck["best_loss"]), int(ck["best_epoch"]), int(ck["bad_epochs"])
-        history = json.loads(ck["history"])
+        history = [{k: (math.nan if v is None else v) for k, v in r.items()} for r in json.loads(ck["history"])]
         stop_reason = str(ck.get("stop_reason", ""))
         for cb in callbacks:
             cb({"event": "resume", "epoch": start_epoch - 1, "state": state})
@@ -624,7 +624,8 @@ def train(
                     break
                 t0 = time.monotonic()
                 losses = []
-                lr = float(fns.schedule(int(state.step))) * float(state.lr_scale)  # peak-1 shape × peak × plateau
+                plateau_factor = float(state.plateau_state.scale) if config.schedule == "plateau" else 1.0
+                lr = float(fns.schedule(int(state.step))) * float(config.learning_rate) * plateau_factor
                 for batch in batches(train_graphs, budget, shuffle=True, seed=int(config.seed) * 100003 + epoch, dtype=dtype):
                     state, aux = fns.train_step(state, batch)
                     losses.append(aux["loss"])
@@ -690,8 +691,8 @@ def train(
     valid_metrics = validate.metrics(final, valid_set) if valid_set else None
     test_metrics = validate.metrics(final, test_set) if test_set else None
     metadata = {
-        "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"},
-        "data_units": config.units,
+        "units": config.units,  # units the training data files were written in (mlpjax.units.resolve_units name)
+        "internal_units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"},
         "species": [int(z) for z in potential.species],
         "split": split_info,
         "data_files": {

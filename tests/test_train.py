@@ -88,7 +88,7 @@ def test_model_file_round_trip(trained, cu):
     for k in ("energy", "forces", "stress"):
         np.testing.assert_array_equal(a[k], b[k])
     md = pot.metadata
-    assert md["units"]["energy"] == "eV" and md["data_units"] == "eV"
+    assert md["units"] == "eV" and md["internal_units"]["energy"] == "eV"
     split = md["split"]
     assert split["seed"] == 0 and split["n"] == 24
     assert sorted(split["train"] + split["valid"] + split["test"]) == list(range(24))
