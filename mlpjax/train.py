@@ -323,7 +323,7 @@ def make_step_fns(potential: Potential, config: TrainConfig, steps_per_epoch: in
         pred = potential.predict(params, batch, compute_stress=compute_stress)
         return _error_sums(pred, batch, sigma, compute_stress)
 
-    fns = _StepFns(jax.jit(train_step, donate_argnums=()), jax.jit(eval_step), optimizer, schedule)
+    fns = _StepFns(jax.jit(train_step)  # no donation: best_params may alias the EMA of an earlier state, jax.jit(eval_step), optimizer, schedule)
     if len(_STEP_CACHE) > 16:
         _STEP_CACHE.clear()
     _STEP_CACHE[key] = fns
