@@ -323,7 +323,8 @@ def make_step_fns(potential: Potential, config: TrainConfig, steps_per_epoch: in
         pred = potential.predict(params, batch, compute_stress=compute_stress)
         return _error_sums(pred, batch, sigma, compute_stress)
 
-    fns = _StepFns(jax.jit(train_step)  # no donation: best_params may alias the EMA of an earlier state, jax.jit(eval_step), optimizer, schedule)
+    # no buffer donation: best_params may alias the EMA parameters of an earlier state
+    fns = _StepFns(jax.jit(train_step), jax.jit(eval_step), optimizer, schedule)
     if len(_STEP_CACHE) > 16:
         _STEP_CACHE.clear()
     _STEP_CACHE[key] = fns
