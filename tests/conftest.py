@@ -117,6 +117,11 @@ class TinyModel:
         pot = self.pot
         return jax.jit(lambda params, batch: pot.predict(params, batch))
 
+    @functools.cached_property
+    def calculator(self):
+        """One shared ASE calculator (its jitted predict compiles once per budget bucket)."""
+        return self.pot.calculator()
+
     def pack(self, configs, budget: Budget | None = None, *, batch_size: int | None = None):
         graphs = to_graphs(configs, self.pot.species, self.pot.cutoff)
         if budget is None:
