@@ -1,0 +1,802 @@
+"""Molecular dynamics with a :class:`~mlpjax.potential.Potential` in jax-md.
+
+    from mlpjax.md import MDConfig, simulate
+    result = simulate(potential, atoms, MDConfig(ensemble="nvt", temperature_K=300, steps=10_000),
+                      trajectory="md.extxyz", log="md.csv")
+
+Units: eV, Å, amu; time in ASE units internally (Å·sqrt(amu/eV) ≈ 10.18 fs; the
+config takes femtoseconds and converts with ``ase.units.fs``); kT = ``ase.units.kB``·T.
+Momenta are amu·Å/ASE-time, velocities Å/ASE-time (what ``ase.Atoms.get_velocities``
+uses), so frames written here restart cleanly in ASE.
+
+**Space.** A non-periodic structure uses ``space.free()`` (neighbour candidates are all
+pairs: fine for molecules, O(N²) for large clusters). A fully periodic structure uses
+``space.periodic_general(box, fractional_coordinates=True)``: positions are stored as
+fractional coordinates, jax-md's displacement returns Cartesian vectors and, through
+its custom JVP, gradients with respect to fractional positions are Cartesian forces.
+jax-md's fractional cell list needs an upper-triangular box, so the cell is rotated to
+ASE's standard (lower-triangular) form for the simulation; energies are invariant, and
+every output (trajectory, final state, last good frame) is rotated back to the input
+orientation. Fractional wrapping equals the minimum image only for pairs shorter than
+half the smallest perpendicular cell width, so ``cutoff + skin`` larger than that is
+an error (use a supercell). Mixed periodicity is rejected.
+
+**Chunks.** Steps run in fully jitted chunks (``lax.scan`` over records, ``fori_loop``
+over the steps between records). The neighbour list is allocated once and updated
+every step inside the chunk; after each chunk the host checks
+``nbrs.did_buffer_overflow`` and, if set, reallocates from the chunk's START state and
+reruns the chunk (:func:`run_chunked`): a chunk computed with an overflowed list is
+never accepted. Inside a step the list is updated at the new positions before the
+force there is evaluated (see :func:`_integrator`), so no pair inside the cutoff is
+ever missed between rebuilds.
+
+**Thermo.** Every ``log_every`` steps: potential energy (one extra energy-only pass),
+kinetic energy Σ p²/2m, total energy and the temperature T = 2 E_kin / (n_dof k_B)
+with n_dof = 3N − 3 for NVE (the initial centre-of-mass momentum is removed and is
+conserved) and 3N for Langevin NVT (the thermostat acts on the centre of mass too).
+
+**Blow-up.** After each chunk, a record with a non-finite energy/position/momentum/
+force, a temperature above ``max(max_temperature_factor · T, max_temperature_floor_K)``
+or (optionally) two atoms closer than ``min_distance`` stops the run: the last good
+frame is written to ``last_good_frame.xyz`` (next to the trajectory, else in the
+working directory), logs are flushed and :class:`MDInstabilityError` is raised.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import math
+import os
+import sys
+import time
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "MDConfig",
+    "MDResult",
+    "MDInstabilityError",
+    "NeighborListOverflowError",
+    "MDSystem",
+    "ChunkedRun",
+    "build_system",
+    "simulate",
+    "run_chunked",
+    "supercell",
+    "supercell_repeats",
+    "perpendicular_widths",
+    "check_cell",
+]
+
+
+class MDInstabilityError(RuntimeError):
+    """The simulation exploded. ``step``, ``reason`` and ``frame_path`` say when, what and
+    where the last good frame was written."""
+
+    def __init__(self, message: str, *, step: int, reason: str, frame_path: str | None):
+        super().__init__(message)
+        self.step, self.reason, self.frame_path = step, reason, frame_path
+
+
+class NeighborListOverflowError(RuntimeError):
+    """The neighbour list kept overflowing after repeated reallocation."""
+
+
+# ----------------------------------------------------------------------------- config
+@dataclasses.dataclass(frozen=True)
+class MDConfig:
+    """Settings of one MD run (units in the field names)."""
+
+    ensemble: str = "nve"  # "nve" (velocity Verlet) | "nvt" (BAOAB Langevin, jax_md.simulate.nvt_langevin)
+    temperature_K: float = 300.0  # initial Maxwell–Boltzmann temperature; NVT target
+    timestep_fs: float = 1.0
+    steps: int = 1000
+    chunk_steps: int = 100  # steps per jitted chunk (rounded up to a multiple of the record interval)
+    log_every: int = 10  # thermo row every this many steps
+    traj_every: int = 100  # trajectory frame every this many steps (when a trajectory path is given)
+    skin: float = 0.5  # Å, Verlet skin: pairs within cutoff + skin are listed
+    capacity_multiplier: float = 1.25  # neighbour-list head room at allocation
+    friction_per_ps: float = 5.0  # Langevin friction γ in 1/ps
+    seed: int = 0
+    max_temperature_factor: float = 10.0  # blow-up if T > max(factor · temperature_K, floor)
+    max_temperature_floor_K: float = 1000.0
+    min_distance: float | None = None  # Å; blow-up if two atoms get closer (None: no check)
+    dtype: str | None = None  # "float32" | "float64"; None: float64 iff jax_enable_x64
+    traj_forces: bool = True  # store forces in trajectory frames
+    initial_velocities: str = "maxwell-boltzmann"  # | "atoms" (use the input's momenta)
+    max_reallocations_per_chunk: int = 5
+
+    def __post_init__(self):
+        if self.ensemble not in ("nve", "nvt"):
+            raise ValueError(f"ensemble must be 'nve' or 'nvt', got {self.ensemble!r}")
+        for name in ("steps", "chunk_steps", "log_every", "traj_every"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < (0 if name == "steps" else 1):
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} integer, got {v!r}")
+        if not self.timestep_fs > 0:
+            raise ValueError(f"timestep_fs must be positive, got {self.timestep_fs}")
+        if not self.temperature_K >= 0:
+            raise ValueError(f"temperature_K must be >= 0, got {self.temperature_K}")
+        if self.ensemble == "nvt" and not self.friction_per_ps > 0:
+            raise ValueError(f"friction_per_ps must be positive for NVT, got {self.friction_per_ps}")
+        if not self.skin >= 0:
+            raise ValueError(f"skin must be >= 0 Å, got {self.skin}")
+        if not self.capacity_multiplier >= 1.0:
+            raise ValueError(f"capacity_multiplier must be >= 1, got {self.capacity_multiplier}")
+        if self.dtype not in (None, "float32", "float64"):
+            raise ValueError(f"dtype must be 'float32', 'float64' or None, got {self.dtype!r}")
+        if self.initial_velocities not in ("maxwell-boltzmann", "atoms"):
+            raise ValueError(f"initial_velocities must be 'maxwell-boltzmann' or 'atoms', got {self.initial_velocities!r}")
+
+    @property
+    def dt(self) -> float:
+        """Timestep in ASE time units."""
+        from ase import units
+
+        return self.timestep_fs * units.fs
+
+    @property
+    def kT(self) -> float:
+        from ase import units
+
+        return units.kB * self.temperature_K
+
+    @property
+    def gamma(self) -> float:
+        """Langevin friction in 1/(ASE time)."""
+        from ase import units
+
+        return self.friction_per_ps / (1000.0 * units.fs)
+
+    @property
+    def temperature_limit_K(self) -> float:
+        return max(self.max_temperature_factor * self.temperature_K, self.max_temperature_floor_K)
+
+    def resolved_dtype(self):
+        x64 = bool(jax.config.jax_enable_x64)
+        if self.dtype is None:
+            return jnp.float64 if x64 else jnp.float32
+        if self.dtype == "float64" and not x64:
+            raise ValueError(
+                "dtype='float64' needs 64-bit JAX: set JAX_ENABLE_X64=1 or call "
+                "jax.config.update('jax_enable_x64', True) before creating arrays"
+            )
+        return jnp.dtype(self.dtype).type
+
+
+@dataclasses.dataclass
+class MDResult:
+    atoms: Any  # final ase.Atoms (positions, velocities, cell, pbc; input orientation)
+    positions: np.ndarray  # [N, 3] Å, final Cartesian positions
+    velocities: np.ndarray  # [N, 3] Å/ASE-time
+    forces: np.ndarray  # [N, 3] eV/Å at the final positions
+    thermo: dict  # step, time_ps, E_pot_eV, E_kin_eV, E_tot_eV, T_K: 1-D numpy arrays
+    n_neighbor_reallocations: int
+    neighbor_capacity: int  # final neighbour-list capacity (pairs)
+    last_good_frame: Any  # ase.Atoms: the last checked frame (the final one for a finished run)
+    steps_done: int
+    timings: dict  # compile_s, run_s, chunk_s (list), steps_per_s (median over chunks after the first)
+
+
+# ----------------------------------------------------------------------------- cells
+def perpendicular_widths(cell) -> np.ndarray:
+    """Distances between opposite faces of the cell (rows = lattice vectors), Å."""
+    cell = np.asarray(cell, float)
+    volume = abs(np.linalg.det(cell))
+    return np.array([volume / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)])
+
+
+def supercell_repeats(cell, interaction_range: float) -> tuple[int, int, int]:
+    """Smallest repeats such that every perpendicular width is ≥ 2 × interaction_range."""
+    w = perpendicular_widths(cell)
+    return tuple(int(max(1, math.ceil(2.0 * interaction_range / wi - 1e-9))) for wi in w)
+
+
+def supercell(atoms, repeats):
+    """``atoms.repeat(repeats)`` (int or 3 ints) for periodic structures; used by the CLI's ``--supercell``."""
+    if isinstance(repeats, (int, np.integer)):
+        repeats = (int(repeats),) * 3
+    repeats = tuple(int(r) for r in repeats)
+    if len(repeats) != 3 or min(repeats) < 1:
+        raise ValueError(f"supercell repeats must be positive integers, got {repeats}")
+    if not np.all(atoms.pbc) and repeats != (1, 1, 1):
+        raise ValueError("a supercell needs a fully periodic structure")
+    return atoms.repeat(repeats)
+
+
+def check_cell(cell, cutoff: float, skin: float) -> None:
+    """Raise a clear ValueError if cutoff + skin exceeds half the smallest perpendicular width."""
+    w = perpendicular_widths(cell)
+    rc = cutoff + skin
+    if rc > 0.5 * w.min() + 1e-9:
+        reps = supercell_repeats(cell, rc)
+        raise ValueError(
+            f"cutoff + skin = {cutoff:g} + {skin:g} = {rc:g} Å exceeds half the smallest perpendicular "
+            f"cell width ({0.5 * w.min():.3f} Å; widths {np.array2string(w, precision=3)} Å): the "
+            f"minimum-image convention would silently drop pairs. Use a supercell, e.g. "
+            f"--supercell {'x'.join(map(str, reps))} (mlpjax.md.supercell(atoms, {reps}))."
+        )
+
+
+# ----------------------------------------------------------------------------- system
+@dataclasses.dataclass
+class MDSystem:
+    """Everything a simulation needs, in simulation coordinates (fractional when periodic)."""
+
+    potential: Any  # with params cast to dtype
+    numbers: np.ndarray
+    masses: jax.Array  # [N] amu
+    positions: jax.Array  # [N, 3] simulation coordinates
+    periodic: bool
+    cell: np.ndarray  # input cell (rows), zeros when not periodic
+    pbc: np.ndarray
+    box: Any  # jax-md box (upper triangular, = standard-form cell transposed) or None
+    rotation: np.ndarray  # vectors: x_input = x_sim @ rotation
+    displacement_fn: Callable
+    shift_fn: Callable
+    energy_fn: Callable  # (R, neighbor) -> eV
+    force_fn: Callable  # (R, neighbor) -> eV/Å (Cartesian, simulation frame)
+    neighbor_fn: Any  # jax-md NeighborListFns
+    dtype: Any
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.numbers.shape[0])
+
+    def to_cartesian(self, R) -> np.ndarray:
+        """Simulation coordinates → Cartesian positions in the input orientation (Å)."""
+        R = np.asarray(R, np.float64)
+        return R @ self.cell if self.periodic else R
+
+    def to_input_frame(self, vectors) -> np.ndarray:
+        return np.asarray(vectors, np.float64) @ self.rotation
+
+    def from_input_frame(self, vectors) -> np.ndarray:
+        return np.asarray(vectors, np.float64) @ self.rotation.T
+
+    def allocate(self, R, extra_capacity: int = 0):
+        """A new neighbour list at R (``extra_capacity`` more pairs per atom)."""
+        return hashable_neighbor_list(self.neighbor_fn.allocate(R, extra_capacity=extra_capacity))
+
+    def energy_and_forces(self, R=None):
+        """Energy (eV) and forces (eV/Å, input orientation) with a freshly allocated list."""
+        R = self.positions if R is None else R
+        nbrs = self.allocate(R)
+        e, f = self._energy_and_forces_jit(R, nbrs)
+        return float(e), self.to_input_frame(f)
+
+    @functools.cached_property
+    def _energy_and_forces_jit(self):
+        return jax.jit(lambda R, nbrs: (self.energy_fn(R, neighbor=nbrs), self.force_fn(R, neighbor=nbrs)))
+
+
+def hashable_neighbor_list(nbrs):
+    """jax-md stores the fractional cell size as a (static) jax array; with jit caches
+    comparing pytree metadata that raises, so make it a Python float."""
+    cell_size = nbrs.cell_size
+    if cell_size is not None and not isinstance(cell_size, float) and np.ndim(cell_size) == 0:
+        nbrs = dataclasses.replace(nbrs, cell_size=float(cell_size))
+    return nbrs
+
+
+def _as_atoms(structure):
+    import ase
+
+    from mlpjax.data import Configuration
+
+    if isinstance(structure, ase.Atoms):
+        return structure
+    if isinstance(structure, Configuration):
+        return structure.to_atoms()
+    if isinstance(structure, (str, os.PathLike)):
+        from mlpjax.data import read_structure
+
+        return read_structure(structure).to_atoms()
+    raise TypeError(f"expected ase.Atoms, mlpjax.data.Configuration or a path, got {type(structure).__name__}")
+
+
+def _cast_params(params, dtype):
+    return jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, params
+    )
+
+
+def build_system(potential, structure, config: MDConfig | None = None) -> MDSystem:
+    """Space, coordinates, masses and jax-md energy/force/neighbour functions for ``structure``."""
+    from jax_md import space
+
+    config = config or MDConfig()
+    atoms = _as_atoms(structure)
+    if potential.params is None:
+        raise ValueError("the potential has no parameters (train it, load a model file or call init_params)")
+    dtype = config.resolved_dtype()
+    pot = potential.replace(params=_cast_params(potential.params, dtype))
+    numbers = np.asarray(atoms.numbers)
+    pot.species_indices(numbers)  # raises for elements the potential does not know
+    masses = np.asarray(atoms.get_masses(), np.float64)
+    pbc = np.asarray(atoms.pbc, bool)
+    if pbc.any() and not pbc.all():
+        raise ValueError(f"mixed periodicity pbc={pbc.tolist()} is not supported: use pbc=True with vacuum padding")
+    periodic = bool(pbc.all())
+    if periodic:
+        cell = np.asarray(atoms.cell.array, np.float64)
+        if abs(np.linalg.det(cell)) < 1e-9:
+            raise ValueError("periodic structure with a degenerate cell")
+        check_cell(cell, pot.cutoff, config.skin)
+        std, _ = atoms.cell.standard_form()
+        std = np.tril(np.asarray(std, np.float64))  # rows; lower triangular
+        rotation = np.linalg.solve(std, cell)  # cell = std @ rotation
+        box = jnp.asarray(std.T, dtype)  # jax-md: R_cart = box @ s (columns are lattice vectors)
+        frac = np.linalg.solve(cell.T, np.asarray(atoms.positions, np.float64).T).T % 1.0
+        frac = np.where(frac >= 1.0, 0.0, frac)
+        positions = jnp.asarray(frac, dtype)
+        displacement_fn, shift_fn = space.periodic_general(box, fractional_coordinates=True)
+        neighbor_fn = pot.neighbor_fn(
+            displacement_fn, box, skin=config.skin, capacity_multiplier=config.capacity_multiplier, fractional_coordinates=True
+        )
+    else:
+        cell = np.zeros((3, 3))
+        rotation = np.eye(3)
+        box = None
+        positions = jnp.asarray(atoms.positions, dtype)
+        displacement_fn, shift_fn = space.free()
+        neighbor_fn = pot.neighbor_fn(
+            displacement_fn, 1.0, skin=config.skin, capacity_multiplier=config.capacity_multiplier, disable_cell_list=True
+        )
+    return MDSystem(
+        potential=pot,
+        numbers=numbers,
+        masses=jnp.asarray(masses, dtype),
+        positions=positions,
+        periodic=periodic,
+        cell=cell,
+        pbc=pbc,
+        box=box,
+        rotation=rotation,
+        displacement_fn=displacement_fn,
+        shift_fn=shift_fn,
+        energy_fn=pot.energy_fn(displacement_fn, numbers),
+        force_fn=pot.force_fn(displacement_fn, numbers),
+        neighbor_fn=neighbor_fn,
+        dtype=dtype,
+    )
+
+
+# ----------------------------------------------------------------------------- chunks
+class ChunkedRun(NamedTuple):
+    state: Any
+    nbrs: Any
+    n_reallocations: int
+    chunk_times: list  # wall seconds of each accepted chunk (after synchronisation)
+
+
+def needs_reallocation(nbrs) -> bool:
+    """Overflow of the neighbour or cell list, or (box changes, NPT) cells that became too small."""
+    return bool(nbrs.did_buffer_overflow) or bool(nbrs.cell_size_too_small)
+
+
+def run_chunked(
+    step_chunk_fn: Callable,
+    state,
+    nbrs,
+    reallocate_fn: Callable,
+    chunk_lengths: Sequence[int],
+    *,
+    on_chunk: Callable | None = None,
+    max_retries: int = 5,
+    log_fn: Callable[[str], None] | None = None,
+) -> ChunkedRun:
+    """Run chunks of steps, never accepting a chunk computed with an overflowed neighbour list.
+
+    Args:
+      step_chunk_fn: ``(state, nbrs, n_steps) -> (state, nbrs, aux)``, the jitted chunk.
+      state, nbrs: start state and neighbour list.
+      reallocate_fn: ``(start_state, end_state, old_nbrs) -> nbrs``, a new list valid at
+        ``start_state`` with more capacity than ``old_nbrs`` (``end_state`` is the
+        overflowed chunk's end, a hint for how much more).
+      chunk_lengths: steps of each chunk.
+      on_chunk: ``(index, first_step, start_state, state, nbrs, aux)`` after a chunk is
+        accepted; may raise to stop the run.
+      max_retries: reallocations allowed per chunk before :class:`NeighborListOverflowError`.
+    Returns: :class:`ChunkedRun`.
+    """
+    n_realloc = 0
+    times = []
+    step = 0
+    for index, n_steps in enumerate(chunk_lengths):
+        start = state
+        for attempt in range(max_retries + 1):
+            t0 = time.perf_counter()
+            new_state, new_nbrs, aux = step_chunk_fn(start, nbrs, n_steps)
+            overflow = needs_reallocation(new_nbrs)  # synchronises
+            elapsed = time.perf_counter() - t0
+            if not overflow:
+                break
+            if attempt == max_retries:
+                raise NeighborListOverflowError(
+                    f"neighbour list still overflowing after {max_retries} reallocations in the chunk "
+                    f"starting at step {step} (capacity {getattr(nbrs, 'max_occupancy', '?')}): the system is "
+                    f"probably collapsing; try a smaller timestep or a larger capacity_multiplier"
+                )
+            old = nbrs
+            nbrs = reallocate_fn(start, new_state, old)
+            n_realloc += 1
+            if log_fn is not None:
+                log_fn(
+                    f"neighbour list overflowed in the chunk starting at step {step}: reallocated "
+                    f"(capacity {getattr(old, 'max_occupancy', '?')} -> {getattr(nbrs, 'max_occupancy', '?')}) "
+                    f"and rerunning the chunk"
+                )
+        state, nbrs = new_state, new_nbrs
+        times.append(elapsed)
+        if on_chunk is not None:
+            on_chunk(index, step, start, state, nbrs, aux)
+        step += n_steps
+    return ChunkedRun(state, nbrs, n_realloc, times)
+
+
+def grow_neighbor_list(system: MDSystem, start_R, end_R, old_nbrs, growth: float = 1.25):
+    """Reallocate at ``start_R`` with capacity ≥ max(need at start/end × multiplier, growth × old)."""
+    n = system.n_atoms
+    cand = system.allocate(start_R)
+    target = max(cand.max_occupancy, int(math.ceil(growth * old_nbrs.max_occupancy)))
+    end_R = np.asarray(end_R)
+    if np.all(np.isfinite(end_R)):
+        target = max(target, system.allocate(jnp.asarray(end_R, start_R.dtype)).max_occupancy)
+    if cand.max_occupancy < target:
+        extra = int(math.ceil((target - cand.max_occupancy) / n))
+        cand = system.allocate(start_R, extra_capacity=extra)
+    return cand
+
+
+def _integrator(system: MDSystem, config: MDConfig):
+    """``init(key, R, nbrs) -> state``, ``step(state, nbrs) -> (state, nbrs)`` and the number of
+    degrees of freedom.
+
+    The states and initialisation are jax-md's (``simulate.nve`` / ``simulate.nvt_langevin``:
+    Maxwell–Boltzmann momenta at kT with the total momentum removed). The step is
+    assembled from jax-md's own primitives in exactly jax-md's order (velocity Verlet;
+    BAOAB for Langevin) with one change: the neighbour list is updated at the new
+    positions *before* the force there is evaluated, and carried out of the step. So
+    forces never use a list referenced more than skin/2 away, and each rebuild happens
+    once. (jax-md's ``apply_fn(state, neighbor=nbrs)`` followed by ``nbrs.update`` can use
+    a list that is one step stale.)
+    """
+    from jax_md import simulate as jsim
+
+    force_fn, shift_fn = system.force_fn, system.shift_fn
+    dt, kT, gamma = config.dt, config.kT, config.gamma
+    if config.ensemble == "nve":
+        init_fn, _ = jsim.nve(force_fn, shift_fn, dt)
+
+        def init(key, R, nbrs):
+            return init_fn(key, R, kT, mass=system.masses, neighbor=nbrs)
+
+        def drift(state):  # half kick + drift, as jax_md.simulate.velocity_verlet
+            state = jsim.momentum_step(state, 0.5 * dt)
+            return jsim.position_step(state, shift_fn, dt)
+
+        dof = 3 * system.n_atoms - 3
+    else:
+        init_fn, _ = jsim.nvt_langevin(force_fn, shift_fn, dt, kT, gamma=gamma)
+
+        def init(key, R, nbrs):
+            return init_fn(key, R, mass=system.masses, neighbor=nbrs)
+
+        def drift(state):  # B A O A of BAOAB, as jax_md.simulate.nvt_langevin
+            state = jsim.momentum_step(state, 0.5 * dt)
+            state = jsim.position_step(state, shift_fn, 0.5 * dt)
+            state = jsim.stochastic_step(state, dt, kT, gamma)
+            return jsim.position_step(state, shift_fn, 0.5 * dt)
+
+        dof = 3 * system.n_atoms
+
+    def step(state, nbrs):
+        state = drift(state)
+        nbrs = nbrs.update(state.position)
+        state = state.set(force=force_fn(state.position, neighbor=nbrs))
+        return jsim.momentum_step(state, 0.5 * dt), nbrs
+
+    return init, step, max(dof, 1)
+
+
+def _make_record_fn(system: MDSystem, config: MDConfig):
+    n = system.n_atoms
+    d = jax.vmap(system.displacement_fn)
+
+    def record(state, nbrs):
+        m = system.masses[:, None]
+        out = {
+            "epot": system.energy_fn(state.position, neighbor=nbrs),
+            "ekin": 0.5 * jnp.sum(state.momentum**2 / m),
+            "position": state.position,
+            "momentum": state.momentum,
+            "force": state.force,
+        }
+        if config.min_distance is not None:
+            recv, send = nbrs.idx[0], nbrs.idx[1]
+            mask = recv < n
+            vec = d(state.position[jnp.where(mask, send, 0)], state.position[jnp.where(mask, recv, 0)])
+            r = jnp.sqrt(jnp.sum(vec**2, axis=-1) + jnp.where(mask, 0.0, 1.0))
+            out["min_dist"] = jnp.min(jnp.where(mask, r, jnp.inf))
+        return out
+
+    return record
+
+
+def _make_chunk_fn(step_fn, record_fn, record_every: int):
+    def chunk(state, nbrs, n_records):
+        def step(_, carry):
+            return step_fn(*carry)
+
+        def between_records(carry, _):
+            carry = jax.lax.fori_loop(0, record_every, step, carry)
+            return carry, record_fn(*carry)
+
+        (state, nbrs), records = jax.lax.scan(between_records, (state, nbrs), None, length=n_records)
+        return state, nbrs, records
+
+    return jax.jit(chunk, static_argnums=2)
+
+
+class _CompileCache:
+    """AOT-compiles the chunk per (length, pytree structure, shapes) and times compilation."""
+
+    def __init__(self, jitted):
+        self.jitted, self.cache, self.compile_s = jitted, {}, 0.0
+
+    def __call__(self, state, nbrs, n_records):
+        leaves, treedef = jax.tree_util.tree_flatten((state, nbrs))
+        key = (n_records, treedef, tuple((np.shape(x), jnp.asarray(x).dtype) for x in leaves))
+        fn = self.cache.get(key)
+        if fn is None:
+            t0 = time.perf_counter()
+            fn = self.jitted.lower(state, nbrs, n_records).compile()
+            self.compile_s += time.perf_counter() - t0
+            self.cache[key] = fn
+        return fn(state, nbrs)
+
+
+# ----------------------------------------------------------------------------- output
+def _frame_atoms(system: MDSystem, position, momentum, force, epot, step, time_ps, temperature, with_forces=True):
+    import ase
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    atoms = ase.Atoms(numbers=system.numbers, positions=system.to_cartesian(position), cell=system.cell, pbc=system.pbc)
+    masses = np.asarray(system.masses, np.float64)[:, None]
+    atoms.set_velocities(system.to_input_frame(np.asarray(momentum, np.float64) / masses))
+    results = {"energy": float(epot)}
+    if with_forces:
+        results["forces"] = system.to_input_frame(force)
+    atoms.calc = SinglePointCalculator(atoms, **results)
+    atoms.info.update(step=int(step), time_ps=float(time_ps), temperature_K=float(temperature))
+    return atoms
+
+
+_THERMO_COLUMNS = ("step", "time_ps", "E_pot_eV", "E_kin_eV", "E_tot_eV", "T_K")
+
+
+def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, *, trajectory=None, log=None, progress: bool = True) -> MDResult:
+    """Run MD with ``potential`` from ``atoms_or_configuration`` (ase.Atoms, Configuration or path).
+
+    Args:
+      trajectory: extxyz path; frames (positions, cell, pbc, energy, forces, velocities,
+        step/time/temperature in ``info``) every ``config.traj_every`` steps, step 0
+        included, streamed and flushed per chunk.
+      log: CSV path; one row per ``config.log_every`` steps (step 0 included) with
+        step, time_ps, E_pot_eV, E_kin_eV, E_tot_eV, T_K.
+      progress: print a progress line to stderr about every 5 s.
+    Raises:
+      ValueError: bad settings, cutoff + skin beyond half the cell width, unknown elements.
+      MDInstabilityError: the run exploded (last good frame written, logs flushed).
+    """
+    import ase.io
+
+    config = config or MDConfig()
+    system = build_system(potential, atoms_or_configuration, config)
+    input_atoms = _as_atoms(atoms_or_configuration)
+    n = system.n_atoms
+    record_every = math.gcd(config.log_every, config.traj_every) if trajectory is not None else config.log_every
+    if config.steps % record_every:
+        raise ValueError(
+            f"steps ({config.steps}) must be a multiple of log_every"
+            + (f"/traj_every (their gcd, {record_every})" if trajectory is not None else f" ({record_every})")
+        )
+    chunk = max(1, math.ceil(config.chunk_steps / record_every)) * record_every
+    lengths = [chunk] * (config.steps // chunk) + ([config.steps % chunk] if config.steps % chunk else [])
+    dt_ps = config.timestep_fs / 1000.0
+    t_limit = config.temperature_limit_K
+    from ase import units
+
+    init, step_fn, dof = _integrator(system, config)
+    record_fn = _make_record_fn(system, config)
+    chunk_fn = _CompileCache(_make_chunk_fn(step_fn, record_fn, record_every))
+
+    t_setup = time.perf_counter()
+    nbrs = system.allocate(system.positions)
+    key = jax.random.PRNGKey(config.seed)
+    momenta = None
+    if config.initial_velocities == "atoms":
+        momenta = jnp.asarray(system.from_input_frame(input_atoms.get_momenta()), system.dtype)
+
+    @jax.jit
+    def start(key, R, nbrs, momenta):
+        state = init(key, R, nbrs)
+        if momenta is not None:
+            state = state.set(momentum=momenta)
+        return state, record_fn(state, nbrs)
+
+    state, rec0 = start(key, system.positions, nbrs, momenta)
+    rec0 = jax.device_get(rec0)
+    setup_s = time.perf_counter() - t_setup
+
+    thermo = {k: [] for k in _THERMO_COLUMNS}
+    log_fh = open(log, "w", newline="") if log is not None else None
+    log_writer = csv.writer(log_fh) if log_fh is not None else None
+    if log_writer is not None:
+        log_writer.writerow(_THERMO_COLUMNS)
+    traj_fh = open(trajectory, "w") if trajectory is not None else None
+    frame_dir = os.path.dirname(os.path.abspath(trajectory)) if trajectory is not None else os.getcwd()
+
+    def temperature(ekin):
+        return 2.0 * float(ekin) / (dof * units.kB)
+
+    def emit(step, rec):
+        """Write the thermo row / trajectory frame for one checked record."""
+        T = temperature(rec["ekin"])
+        if step % config.log_every == 0:
+            row = (step, step * dt_ps, float(rec["epot"]), float(rec["ekin"]), float(rec["epot"]) + float(rec["ekin"]), T)
+            for k, v in zip(_THERMO_COLUMNS, row):
+                thermo[k].append(v)
+            if log_writer is not None:
+                log_writer.writerow([row[0]] + [f"{v:.10g}" for v in row[1:]])
+        if traj_fh is not None and step % config.traj_every == 0:
+            ase.io.write(traj_fh, frame(step, rec), format="extxyz")
+
+    def frame(step, rec):
+        return _frame_atoms(
+            system, rec["position"], rec["momentum"], rec["force"], rec["epot"], step, step * dt_ps,
+            temperature(rec["ekin"]), with_forces=config.traj_forces,
+        )
+
+    def problem(rec) -> str | None:
+        if not (np.isfinite(rec["epot"]) and np.isfinite(rec["ekin"])):
+            return "the energy became NaN/inf"
+        for name in ("position", "momentum", "force"):
+            if not np.all(np.isfinite(rec[name])):
+                return f"the {name}s became NaN/inf"
+        T = temperature(rec["ekin"])
+        if T > t_limit:
+            return f"the temperature reached {T:.0f} K (limit {t_limit:.0f} K)"
+        if "min_dist" in rec and rec["min_dist"] < config.min_distance:
+            return f"two atoms came within {float(rec['min_dist']):.3f} Å (min_distance {config.min_distance} Å)"
+        return None
+
+    def flush():
+        if log_fh is not None:
+            log_fh.flush()
+        if traj_fh is not None:
+            traj_fh.flush()
+
+    last_good = {"step": 0, "rec": rec0}
+    realloc_messages = []
+    progress_clock = {"t": time.perf_counter(), "t0": time.perf_counter()}
+
+    def explode(step, reason):
+        flush()
+        path = os.path.join(frame_dir, "last_good_frame.xyz")
+        try:
+            ase.io.write(path, frame(last_good["step"], last_good["rec"]), format="extxyz")
+        except OSError:
+            path = None
+        raise MDInstabilityError(
+            f"MD became unstable at step {step} (t = {step * dt_ps:.4f} ps): {reason}. The last good frame "
+            f"(step {last_good['step']}) was written to {path}. Try a smaller timestep (now "
+            f"{config.timestep_fs:g} fs), check the starting structure, or add training data near these "
+            f"configurations (e.g. label frames from the trajectory before step {step} and retrain).",
+            step=step, reason=reason, frame_path=path,
+        )
+
+    bad = problem(rec0)
+    if bad is not None:
+        explode(0, bad)
+    emit(0, rec0)
+
+    chunk_s_seen = []
+
+    def on_chunk(index, first_step, start, state, nbrs, aux):
+        chunk_s_seen.append(index)
+        recs = jax.device_get(aux)
+        n_rec = recs["epot"].shape[0]
+        for j in range(n_rec):
+            rec = {k: v[j] for k, v in recs.items()}
+            step = first_step + (j + 1) * record_every
+            reason = problem(rec)
+            if reason is not None:
+                explode(step, reason)
+            emit(step, rec)
+            last_good["step"], last_good["rec"] = step, rec
+        flush()
+        if progress:
+            now = time.perf_counter()
+            done = first_step + n_rec * record_every
+            if now - progress_clock["t"] > 5.0 or done == config.steps:
+                progress_clock["t"] = now
+                rate = done / max(now - progress_clock["t0"], 1e-9)
+                print(
+                    f"[mlpjax md] step {done}/{config.steps}  T = {thermo['T_K'][-1]:.1f} K  "
+                    f"E_tot = {thermo['E_tot_eV'][-1]:.6f} eV  ({rate:.1f} steps/s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    realloc_for = {"start": None}
+
+    def reallocate(start, end, old):
+        # A list that overflowed can itself cause a blow-up, so the chunk is rerun once
+        # with a bigger list; if it overflows again while its end state has exploded,
+        # stop instead of growing the list without bound.
+        if realloc_for["start"] is start:
+            ekin = float(0.5 * jnp.sum(end.momentum**2 / system.masses[:, None]))
+            finite = bool(jnp.all(jnp.isfinite(end.position)) & jnp.all(jnp.isfinite(end.momentum)))
+            if not finite or not np.isfinite(ekin) or temperature(ekin) > t_limit:
+                explode(
+                    last_good["step"] + lengths[min(len(chunk_s_seen), len(lengths) - 1)],
+                    "the system exploded (the neighbour list overflowed even after reallocation)",
+                )
+        realloc_for["start"] = start
+        return grow_neighbor_list(system, start.position, end.position, old)
+
+    def log_realloc(msg):
+        realloc_messages.append(msg)
+        if progress:
+            print(f"[mlpjax md] {msg}", file=sys.stderr, flush=True)
+
+    t_run = time.perf_counter()
+    try:
+        try:
+            run = run_chunked(
+                lambda s, nb, k: chunk_fn(s, nb, k // record_every),
+                state, nbrs, reallocate, lengths,
+                on_chunk=on_chunk, max_retries=config.max_reallocations_per_chunk, log_fn=log_realloc,
+            )
+        except NeighborListOverflowError as err:
+            explode(last_good["step"] + record_every, f"neighbour list overflow ({err})")
+    finally:
+        flush()
+        if log_fh is not None:
+            log_fh.close()
+        if traj_fh is not None:
+            traj_fh.close()
+    run_s = time.perf_counter() - t_run
+
+    final = run.state
+    final_atoms = frame(last_good["step"], last_good["rec"])
+    chunk_s = list(run.chunk_times)
+    steady = [t / k for t, k in zip(chunk_s[1:], lengths[1:]) if k == chunk] or [t / k for t, k in zip(chunk_s, lengths)]
+    timings = {
+        "setup_s": setup_s,
+        "compile_s": chunk_fn.compile_s,
+        "run_s": run_s,
+        "chunk_s": chunk_s,
+        "chunk_steps": chunk,
+        "steps_per_s": (1.0 / float(np.median(steady))) if steady else float("nan"),
+        "reallocation_log": realloc_messages,
+    }
+    return MDResult(
+        atoms=final_atoms,
+        positions=system.to_cartesian(final.position),
+        velocities=system.to_input_frame(np.asarray(final.momentum, np.float64) / np.asarray(system.masses, np.float64)[:, None]),
+        forces=system.to_input_frame(final.force),
+        thermo={k: np.asarray(v) for k, v in thermo.items()},
+        n_neighbor_reallocations=run.n_reallocations,
+        neighbor_capacity=int(run.nbrs.max_occupancy),
+        last_good_frame=final_atoms,
+        steps_done=config.steps,
+        timings=timings,
+    )
