@@ -226,10 +226,11 @@ def test_nvt_langevin_reaches_target_temperature(cu_pot):
 
 
 def test_blow_up_raises_and_writes_last_good_frame(cu_pot, tmp_path):
+    # the untrained net is very soft (forces ~1e-3 eV/Å): scale it up and take an absurd
+    # 50 fs step; small chunks and a roomy list so the temperature check catches it
     wild = cu_pot.replace(energy_scale=3.0e3)
     atoms = _cu108()
-    # small chunks and a roomy list: the blow-up is caught by the temperature check
-    cfg = MDConfig(ensemble="nve", temperature_K=300.0, timestep_fs=5.0, steps=200, chunk_steps=10, log_every=10,
+    cfg = MDConfig(ensemble="nve", temperature_K=300.0, timestep_fs=50.0, steps=200, chunk_steps=10, log_every=10,
                    traj_every=50, capacity_multiplier=3.0)
     with pytest.raises(MDInstabilityError) as info:
         simulate(wild, atoms, cfg, trajectory=tmp_path / "md.extxyz", log=tmp_path / "md.csv", progress=False)
