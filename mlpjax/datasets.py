@@ -59,7 +59,7 @@ def emt_cu(
     from ase.build import bulk
     from ase.calculators.emt import EMT
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
 
     rng = np.random.default_rng(seed)
     out: list[Configuration] = []
@@ -68,7 +68,7 @@ def emt_cu(
     for T, r in iterator:
         atoms = prim.repeat((r, r, r))
         atoms.calc = EMT()
-        MaxwellBoltzmannDistribution(atoms, temperature_K=T, rng=rng)
+        thermalize_momenta(atoms, T, rng=rng)
         dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=T, friction=0.02, fixcm=False, rng=rng)
         dyn.run(100)  # equilibrate
         for k in range(md_frames_per_run):
