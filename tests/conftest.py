@@ -187,7 +187,6 @@ def get_model(name: str, dtype_name: str) -> TinyModel:
 
 MODEL_PARAMS = [pytest.param((n, d), id=f"{n}-{d}") for n in models.available() for d in DTYPES]
 MODEL64_PARAMS = [pytest.param((n, "float64"), id=f"{n}-float64") for n in models.available()]
-MODEL32_PARAMS = [pytest.param((n, "float32"), id=f"{n}-float32") for n in models.available()]
 
 
 @pytest.fixture(scope="session", params=MODEL_PARAMS)
@@ -199,12 +198,6 @@ def model(request) -> TinyModel:
 @pytest.fixture(scope="session", params=MODEL64_PARAMS)
 def model64(request) -> TinyModel:
     """Every registered model in float64 (finite-difference tests)."""
-    return get_model(*request.param)
-
-
-@pytest.fixture(scope="session", params=MODEL32_PARAMS)
-def model32(request) -> TinyModel:
-    """Every registered model in float32 (large-system tests)."""
     return get_model(*request.param)
 
 
