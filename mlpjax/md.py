@@ -767,6 +767,8 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
             )
         except NeighborListOverflowError as err:
             explode(last_good["step"] + record_every, f"neighbour list overflow ({err})")
+        except FloatingPointError as err:  # jax_debug_nans turns a NaN into this exception
+            explode(last_good["step"] + record_every, f"a NaN appeared (jax_debug_nans: {str(err)[:200]})")
     finally:
         flush()
         if log_fh is not None:
