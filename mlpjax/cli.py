@@ -124,8 +124,26 @@ def _cmd_md(args) -> int:
     t0 = time.perf_counter()
     result = simulate(pot, structure, cfg, trajectory=args.output, log=args.log, progress=not args.quiet)
     wall = time.perf_counter() - t0
-    print(result.summary() if hasattr(result, "summary") else result)
-    print(f"wall time {wall:.1f} s ({cfg.steps / wall:.1f} steps/s including compilation)")
+    th = result.thermo
+    n = len(structure)
+    half = len(th["T_K"]) // 2
+    print(
+        f"done: {result.steps_done} steps, {th['time_ps'][-1]:g} ps; final E_pot {th['E_pot_eV'][-1]:.4f} eV "
+        f"({th['E_pot_eV'][-1] / n:.5f} eV/atom), T {th['T_K'][-1]:.1f} K, <T> (second half) {th['T_K'][half:].mean():.1f} K"
+    )
+    if cfg.ensemble == "nve" and len(th["time_ps"]) > 1:
+        import numpy as np
+
+        drift = np.polyfit(th["time_ps"], th["E_tot_eV"], 1)[0] / n * 1e3
+        print(f"NVE total-energy drift {drift:+.4f} meV/atom/ps")
+    t = result.timings
+    print(
+        f"{t['steps_per_s']:.2f} steps/s ({t['steps_per_s'] * n:.3g} atom-steps/s) after {t['compile_s']:.1f} s compilation; "
+        f"neighbour list {result.neighbor_capacity} pairs, {result.n_neighbor_reallocations} reallocation(s); wall {wall:.1f} s"
+    )
+    for label, path in (("trajectory", args.output), ("thermo log", args.log)):
+        if path:
+            print(f"  {label}: {path}")
     return 0
 
 
@@ -229,6 +247,13 @@ def main(argv=None) -> int:
     except (DataError, CorruptFileError, FileNotFoundError) as err:
         print(f"mlpjax {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        from mlpjax.md import MDInstabilityError
+
+        if isinstance(err, MDInstabilityError):
+            print(f"mlpjax {args.command}: MD stopped: {err}", file=sys.stderr)
+            return 3
+        raise
 
 
 if __name__ == "__main__":
