@@ -221,13 +221,38 @@ class Potential:
         if not partition.is_sparse(neighbor.format) or neighbor.format == partition.OrderedSparse:
             raise ValueError("use a Sparse jax-md neighbor list (Potential.neighbor_fn builds one)")
 
-    def energy_fn(self, displacement_fn, numbers, *, params=None) -> Callable:
+    def _static_species(self, numbers):
+        """Species indices [n_atoms] for ``numbers``; None means "every atom is the only species"."""
+        if numbers is not None:
+            return jnp.asarray(self.species_indices(numbers))
+        if len(self.species) != 1:
+            from ase.data import chemical_symbols
+
+            names = ", ".join(chemical_symbols[z] for z in self.species)
+            raise ValueError(
+                f"this potential knows several elements ({names}): pass the system's atomic numbers, "
+                "energy_fn(displacement_fn, numbers), or species indices at call time, energy_fn(R, neighbor, species=...)"
+            )
+        return None
+
+    @staticmethod
+    def _call_species(static, R, kwargs):
+        species = kwargs.pop("species", None)  # [n_atoms] int species indices (jax-md convention)
+        if species is not None:
+            return jnp.asarray(species, jnp.int32)
+        if static is not None:
+            return static
+        return jnp.zeros(R.shape[0], jnp.int32)
+
+    def energy_fn(self, displacement_fn, numbers=None, *, params=None) -> Callable:
         """A jax-md energy function ``energy_fn(R, neighbor, **kwargs) -> E`` (eV).
 
         Args:
           displacement_fn: a jax-md displacement from ``space.free()`` / ``space.periodic(...)``
             / ``space.periodic_general(...)``; extra ``kwargs`` (e.g. ``box``) are passed to it.
           numbers: [n_atoms] atomic numbers of the simulated system (static for the run).
+            May be omitted for a single-element potential, or replaced by a call-time
+            ``species=`` array of species indices (``Potential.species_indices(numbers)``).
           params: parameters to use; default ``self.params``. Pass stacked/other
             parameters explicitly with :meth:`energy_fn_of_params` for ensembles or
             differentiable simulation.
@@ -236,24 +261,26 @@ class Potential:
         p = self.params if params is None else params
         return lambda R, neighbor=None, **kwargs: base(p, R, neighbor=neighbor, **kwargs)
 
-    def energy_fn_of_params(self, displacement_fn, numbers) -> Callable:
+    def energy_fn_of_params(self, displacement_fn, numbers=None) -> Callable:
         """``f(params, R, neighbor, **kwargs) -> E``: differentiable w.r.t. params too."""
-        species = jnp.asarray(self.species_indices(numbers))
+        static = self._static_species(numbers)
 
         def energy(params, R, neighbor=None, **kwargs):
             self._check_neighbor(neighbor)
+            species = self._call_species(static, R, kwargs)
             return self._jaxmd_properties(params, displacement_fn, species, R, neighbor, **kwargs).energy[0]
 
         return energy
 
-    def force_fn(self, displacement_fn, numbers, *, params=None) -> Callable:
+    def force_fn(self, displacement_fn, numbers=None, *, params=None) -> Callable:
         """jax-md force function ``force_fn(R, neighbor, **kwargs) -> F`` [n_atoms, 3] eV/Å
         from the same single gradient as :meth:`predict` (jax-md's integrators accept it)."""
-        species = jnp.asarray(self.species_indices(numbers))
+        static = self._static_species(numbers)
         p = self.params if params is None else params
 
         def force(R, neighbor=None, **kwargs):
             self._check_neighbor(neighbor)
+            species = self._call_species(static, R, kwargs)
             return self._jaxmd_properties(p, displacement_fn, species, R, neighbor, **kwargs).forces
 
         return force

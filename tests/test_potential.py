@@ -317,3 +317,24 @@ def test_potential_is_a_pure_function_of_params(model):
     grads = jax.jit(jax.grad(loss))(model.pot.params)
     norms = [float(np.abs(np.asarray(g)).max()) for g in jax.tree_util.tree_leaves(grads)]
     assert max(norms) > 0 and all(np.isfinite(norms))
+
+
+def test_jaxmd_energy_fn_species_handling():
+    """numbers may be omitted for one element, given at call time as species indices, and
+    must be given for several elements (clear error)."""
+    atoms = cu_atoms(repeat=3)
+    box = np.asarray(atoms.cell.array).T
+    disp, _ = space.periodic_general(box, fractional_coordinates=False)
+    R = np.asarray(atoms.positions)
+    cu_only = _base_potential("schnet", species=(29,))
+    nbrs = cu_only.neighbor_fn(disp, box).allocate(R)
+    e_numbers = cu_only.energy_fn(disp, atoms.numbers)(R, neighbor=nbrs)
+    e_default = cu_only.energy_fn(disp)(R, neighbor=nbrs)
+    assert float(e_default) == pytest.approx(float(e_numbers), rel=1e-12)
+    multi = _base_potential("schnet")
+    with pytest.raises(ValueError, match="atomic numbers"):
+        multi.energy_fn(disp)
+    e_static = multi.energy_fn(disp, atoms.numbers)(R, neighbor=nbrs)
+    e_call = multi.energy_fn(disp, np.full(len(atoms), 1))(R, neighbor=nbrs, species=multi.species_indices(atoms.numbers))
+    assert float(e_call) == pytest.approx(float(e_static), rel=1e-12)
+    assert abs(float(e_static) - float(multi.energy_fn(disp, np.full(len(atoms), 1))(R, neighbor=nbrs))) > 1e-3
