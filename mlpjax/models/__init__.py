@@ -15,12 +15,10 @@ stress are never computed by a model: they come from the single ``jax.grad`` in
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
-
-from mlpjax.models.schnet import SchNet, SchNetConfig
 
 
 class ModelFns(NamedTuple):
@@ -28,19 +26,28 @@ class ModelFns(NamedTuple):
     apply: Callable[..., jax.Array]  # (params, vectors, species, senders, receivers, edge_mask) -> [n_nodes]
 
 
-_CONFIGS: dict[str, type] = {"schnet": SchNetConfig}
-_MODULES: dict[str, type] = {"schnet": SchNet}
+# name -> (module path, Flax module class, config dataclass). Imported lazily so that a
+# model's dependencies (e3nn-jax for nequip/mace) load only when it is used.
+_REGISTRY: dict[str, tuple[str, str, str]] = {
+    "schnet": ("mlpjax.models.schnet", "SchNet", "SchNetConfig"),
+}
+
+
+def _entry(name: str):
+    try:
+        module_path, module_cls, config_cls = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}") from None
+    mod = importlib.import_module(module_path)
+    return getattr(mod, module_cls), getattr(mod, config_cls)
 
 
 def available() -> tuple[str, ...]:
-    return tuple(sorted(_CONFIGS))
+    return tuple(sorted(_REGISTRY))
 
 
 def config_class(name: str) -> type:
-    try:
-        return _CONFIGS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}") from None
+    return _entry(name)[1]
 
 
 def make_config(name: str, values: dict | None = None):
@@ -56,7 +63,7 @@ def make_config(name: str, values: dict | None = None):
 
 def build(name: str, config, *, num_species: int, cutoff: float, avg_num_neighbors: float = 1.0) -> ModelFns:
     """The model's pure ``init``/``apply`` pair; hyperparameters live in the closure."""
-    module = _MODULES[name](config=config, num_species=num_species, cutoff=cutoff, avg_num_neighbors=avg_num_neighbors)
+    module = _entry(name)[0](config=config, num_species=num_species, cutoff=cutoff, avg_num_neighbors=avg_num_neighbors)
 
     def init(key, vectors, species, senders, receivers, edge_mask):
         return module.init(key, vectors, species, senders, receivers, edge_mask)
