@@ -45,7 +45,7 @@ BENCH_CONFIGS: dict[str, dict] = {
     "painn": {},  # the config's defaults (paper-like)
     "dimenet": {},
     "nequip": {},
-    "mace": {},
+    "mace": {"features": 64, "hidden_l_max": 1},  # 64x0e + 64x1o, l_max 3, ν = 3, 2 layers
 }
 
 
