@@ -91,8 +91,9 @@ def main(argv=None) -> int:
             cfg = load_config(cfg_path)
             source = os.path.relpath(cfg_path, REPO)
         else:
+            # plateau schedule: a cosine over an epoch cap would barely decay within a time budget
             cfg = TrainConfig(model=name, model_config=DEFAULT_CONFIGS.get(name, {}), batch_size=4, learning_rate=3e-3,
-                              schedule="warmup_cosine", warmup_epochs=2)
+                              schedule="plateau", plateau_patience=5, plateau_factor=0.5)
             source = "DEFAULT_CONFIGS"
         cfg = cfg.replace(model=name, max_time_minutes=args.minutes, epochs=args.epochs, valid_fraction=0.05,
                           test_fraction=0.0, split_seed=0, patience=None)
