@@ -50,13 +50,14 @@ DTYPES = ("float32", "float64")
 
 TINY_CONFIGS: dict[str, dict] = {
     "schnet": {"features": 16, "interactions": 2, "num_rbf": 8, "filter_hidden": 16},
+    "painn": {"features": 16, "interactions": 2, "num_rbf": 8},
     "mace": {"features": 4, "interactions": 2, "l_max": 2, "hidden_l_max": 1, "correlation": 3, "num_bessel": 8,
              "radial_hidden": [8], "readout_hidden": 8},
 }
 # Freshly initialised networks are nearly geometry-independent (forces ~1e-3 eV/Å),
 # which would make symmetry tests weak; their parameters are multiplied by this
 # factor so that forces are O(1) eV/Å (checked by the tests themselves).
-PARAM_SCALE: dict[str, float] = {"schnet": 2.0}
+PARAM_SCALE: dict[str, float] = {"schnet": 2.0, "painn": 1.5}
 
 CUTOFF = 4.5  # Å
 SPECIES = (1, 6, 8, 29)  # H, C, O (ethanol) and Cu
