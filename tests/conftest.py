@@ -50,6 +50,8 @@ DTYPES = ("float32", "float64")
 
 TINY_CONFIGS: dict[str, dict] = {
     "schnet": {"features": 16, "interactions": 2, "num_rbf": 8, "filter_hidden": 16},
+    "dimenet": {"hidden": 8, "out_emb": 8, "int_emb": 4, "basis_emb": 4, "num_blocks": 1, "num_spherical": 3,
+                "num_radial": 4, "num_after_skip": 1, "num_output_layers": 1, "max_neighbors": 44},
     "painn": {"features": 16, "interactions": 2, "num_rbf": 8},
     "mace": {"features": 4, "interactions": 2, "l_max": 2, "hidden_l_max": 1, "correlation": 3, "num_bessel": 8,
              "radial_hidden": [8], "readout_hidden": 8},
