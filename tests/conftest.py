@@ -50,6 +50,7 @@ DTYPES = ("float32", "float64")
 
 TINY_CONFIGS: dict[str, dict] = {
     "schnet": {"features": 16, "interactions": 2, "num_rbf": 8, "filter_hidden": 16},
+    "nequip": {"features": 8, "l_max": 1, "num_layers": 2, "num_bessel": 8, "radial_hidden": 16},
     "dimenet": {"hidden": 8, "out_emb": 8, "int_emb": 4, "basis_emb": 4, "num_blocks": 1, "num_spherical": 3,
                 "num_radial": 4, "num_after_skip": 1, "num_output_layers": 1, "max_neighbors": 44},
     "painn": {"features": 16, "interactions": 2, "num_rbf": 8},
@@ -59,7 +60,7 @@ TINY_CONFIGS: dict[str, dict] = {
 # Freshly initialised networks are nearly geometry-independent (forces ~1e-3 eV/Å),
 # which would make symmetry tests weak; their parameters are multiplied by this
 # factor so that forces are O(1) eV/Å (checked by the tests themselves).
-PARAM_SCALE: dict[str, float] = {"schnet": 2.0, "painn": 1.5}
+PARAM_SCALE: dict[str, float] = {"schnet": 2.0, "painn": 1.5, "nequip": 1.75}
 
 CUTOFF = 4.5  # Å
 SPECIES = (1, 6, 8, 29)  # H, C, O (ethanol) and Cu
