@@ -98,7 +98,11 @@ def symmetric_basis(irreps_in: str, ir_out: str, degree: int) -> np.ndarray:
     independent symmetric equivariant maps; K may be 0).
     """
     ir = e3nn.Irrep(ir_out)
-    u = e3nn.reduced_symmetric_tensor_product_basis(e3nn.Irreps(irreps_in), degree, keep_ir=[ir])
+    irreps = e3nn.Irreps(irreps_in)
+    try:
+        u = e3nn.reduced_symmetric_tensor_product_basis(irreps, degree, keep_ir=[ir])
+    except ValueError:  # e3nn raises when no path leads to ``ir``
+        return np.zeros((irreps.dim,) * degree + (0, ir.dim))
     arr = np.asarray(u.array, np.float64)
     k = arr.shape[-1] // ir.dim
     return arr.reshape(arr.shape[:-1] + (k, ir.dim))
