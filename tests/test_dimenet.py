@@ -79,11 +79,11 @@ def test_triplets_match_brute_force(make):
         assert all(senders[a] == receivers[a] for a, _ in got)
 
 
-def _cu_potential(max_neighbors: int) -> Potential:
+def _cu_potential(max_neighbors: int, params=None) -> Potential:
     cfg = models.make_config("dimenet", {"hidden": 8, "out_emb": 8, "int_emb": 4, "basis_emb": 4, "num_blocks": 1,
                                          "num_spherical": 3, "num_radial": 4, "max_neighbors": max_neighbors})
     pot = Potential("dimenet", cfg, cutoff=CUTOFF, species=(29,), reference_energies=(-3.7,), avg_num_neighbors=12.0)
-    return pot.replace(params=pot.init_params(jax.random.PRNGKey(0)))
+    return pot.replace(params=pot.init_params(jax.random.PRNGKey(0)) if params is None else params)
 
 
 def test_overflow_gives_nan_energy_and_forces_not_a_silent_drop():
@@ -98,9 +98,9 @@ def test_overflow_gives_nan_energy_and_forces_not_a_silent_drop():
     ok = _cu_potential(need)
     out = jax.jit(ok.predict)(ok.params, batch)
     assert np.all(np.isfinite(out.energy)) and np.all(np.isfinite(out.forces))
-    small = _cu_potential(need - 1)
+    small = _cu_potential(need - 1, ok.params)  # same parameters, one slot too few
     with jax.debug_nans(False):
-        out = jax.jit(small.predict)(ok.params, batch)
+        out = jax.jit(small.predict)(small.params, batch)
         assert np.isnan(float(out.energy[0]))
         assert np.all(np.isnan(np.asarray(out.forces)[np.asarray(batch.node_mask)]))
 
