@@ -50,12 +50,13 @@ DTYPES = ("float32", "float64")
 
 TINY_CONFIGS: dict[str, dict] = {
     "schnet": {"features": 16, "interactions": 2, "num_rbf": 8, "filter_hidden": 16},
-    "nequip": {"features": 8, "l_max": 1, "num_layers": 2, "num_bessel": 8, "radial_hidden": 16},
+    # correlation 2 keeps compile time down; ν = 3 is covered by tests/test_mace.py
+    "mace": {"features": 4, "interactions": 2, "l_max": 2, "hidden_l_max": 1, "correlation": 2, "num_bessel": 8,
+             "radial_hidden": [8], "readout_hidden": 8},
     "dimenet": {"hidden": 8, "out_emb": 8, "int_emb": 4, "basis_emb": 4, "num_blocks": 1, "num_spherical": 3,
                 "num_radial": 4, "num_after_skip": 1, "num_output_layers": 1, "max_neighbors": 44},
+    "nequip": {"features": 8, "l_max": 1, "num_layers": 2, "num_bessel": 8, "radial_hidden": 16},
     "painn": {"features": 16, "interactions": 2, "num_rbf": 8},
-    "mace": {"features": 4, "interactions": 2, "l_max": 2, "hidden_l_max": 1, "correlation": 3, "num_bessel": 8,
-             "radial_hidden": [8], "readout_hidden": 8},
 }
 # Freshly initialised networks are nearly geometry-independent (forces ~1e-3 eV/Å),
 # which would make symmetry tests weak; their parameters are multiplied by this
@@ -204,6 +205,27 @@ def model(request) -> TinyModel:
 @pytest.fixture(scope="session", params=MODEL64_PARAMS)
 def model64(request) -> TinyModel:
     """Every registered model in float64 (finite-difference tests)."""
+    return get_model(*request.param)
+
+
+# Infrastructure tests (model file, padding, calculator plumbing) need every model's
+# parameter pytree and masking once, not the full dtype grid: every model in float32
+# plus SchNet in float64. The physics contract (test_physics.py) keeps the full grid.
+MODEL_ONCE_PARAMS = [pytest.param((n, "float32"), id=f"{n}-float32") for n in models.available()] + [
+    pytest.param(("schnet", "float64"), id="schnet-float64")
+]
+SCHNET_PARAMS = [pytest.param(("schnet", d), id=f"schnet-{d}") for d in DTYPES]
+
+
+@pytest.fixture(scope="session", params=MODEL_ONCE_PARAMS)
+def model_once(request) -> TinyModel:
+    """Every registered model in float32, and SchNet in float64."""
+    return get_model(*request.param)
+
+
+@pytest.fixture(scope="session", params=SCHNET_PARAMS)
+def schnet_model(request) -> TinyModel:
+    """SchNet in both dtypes, for model-independent plumbing (calculator, neighbour-list checks)."""
     return get_model(*request.param)
 
 

@@ -3,7 +3,7 @@
 Symmetries (O(3) incl. reflections, translations, permutations), forces and stress
 as derivatives of the energy (finite differences, ASE's numerical stress), batch
 independence (no gradient leakage), smoothness at the cutoff, size consistency
-through jax-md on a 16,384-atom cell, agreement of jax-md / ASE / batched
+through jax-md on a 16,384-atom cell (SchNet; 2,048 for the other models), agreement of jax-md / ASE / batched
 prediction, and the isolated-atom limit.
 """
 
@@ -364,15 +364,25 @@ def test_jaxmd_ase_and_predict_agree(model, kind):
 # ---------------------------------------------------------------------------
 
 
-def test_size_consistency_jaxmd_16384_atoms(model):
-    """fcc Cu 256-atom cell vs its 4x4x4 supercell (16,384 atoms): identical per-atom
-    energy and forces through jax-md's periodic space and Sparse neighbour list.
-    Catches miscompiled large reductions (jax-ml/jax#39103) and neighbour-list
-    truncation or overflow."""
+# The 16,384-atom cell runs for SchNet (the cheapest model) in both dtypes: it checks the
+# model-independent path that every model shares (jax-md's cell list and Sparse neighbour
+# list, the segment sums and the single gradient of mlpjax.potential.compute_properties) at
+# the size where jax 0.10.2 miscompiles large vmapped reductions (jax-ml/jax#39103). Every
+# other model checks the same per-atom identity on a 2,048-atom supercell, which keeps the
+# default suite within its CI budget.
+LARGE_REPEAT = {"schnet": 4}  # 4**3 * 256 = 16,384 atoms; default 2**3 * 256 = 2,048
+
+
+def test_size_consistency_jaxmd_large_supercell(model):
+    """fcc Cu 256-atom cell vs its supercell (16,384 atoms for SchNet, 2,048 otherwise):
+    identical per-atom energy and forces through jax-md's periodic space and Sparse
+    neighbour list. Catches miscompiled large reductions (jax-ml/jax#39103) and
+    neighbour-list truncation or overflow."""
     pot = model.pot
     small = cu_atoms(repeat=4, rattle=0.08, seed=11)  # 256 atoms, side 14.44 Å
     small.wrap()
-    big = small.repeat(4)  # 16,384 atoms; atom k is a copy of atom k % 256
+    k = LARGE_REPEAT.get(model.name, 2)
+    big = small.repeat(k)  # atom j is a copy of atom j % 256
     results = {}
     for label, atoms, nkw in (("small", small, {"disable_cell_list": True}), ("big", big, {})):
         side = float(atoms.cell.array[0, 0])
@@ -389,4 +399,8 @@ def test_size_consistency_jaxmd_16384_atoms(model):
     assert np.std(f_small) > 1e-2  # rattled: forces differ from atom to atom
     tol = model.tol
     assert abs(e_big - e_small) <= tol["energy"] + tol["rtol"] * abs(e_small), (e_small, e_big)
-    np.testing.assert_allclose(f_big, np.tile(f_small, (64, 1)), atol=tol["forces"], rtol=tol["rtol"])
+    assert len(big) == 256 * k**3
+    # float32 rounding of the force sums is relative to the largest force (tiny untrained
+    # models can reach tens of eV/Å on a rattled cell)
+    f_scale = max(1.0, float(np.max(np.abs(f_small))))
+    np.testing.assert_allclose(f_big, np.tile(f_small, (k**3, 1)), atol=tol["forces"] * f_scale, rtol=tol["rtol"])

@@ -47,7 +47,8 @@ def _structures():
     return [config(cu_atoms()), config(ethanol_atoms()), config(cu_triclinic_atoms())]
 
 
-def test_save_load_round_trip_gives_identical_predictions(model, tmp_path):
+def test_save_load_round_trip_gives_identical_predictions(model_once, tmp_path):
+    model = model_once
     path = tmp_path / "model.mlpjax"
     model.pot.save(path)
     loaded = mlpjax.load(path)
@@ -167,7 +168,8 @@ def test_unknown_element_from_a_file_names_file_and_frame(chon_potential, tmp_pa
 # ---------------------------------------------------------------------------
 
 
-def test_padded_batches_are_budget_and_order_invariant(model):
+def test_padded_batches_are_budget_and_order_invariant(model_once):
+    model = model_once
     configs = _structures() + [config(ethanol_atoms(seed=9))]
     graphs = to_graphs(configs, model.pot.species, model.pot.cutoff)
     tight = make_budget(graphs, len(graphs))
@@ -184,7 +186,8 @@ def test_padded_batches_are_budget_and_order_invariant(model):
             np.testing.assert_allclose(res["stress"], ref[k]["stress"], atol=tol["stress"], rtol=tol["rtol"])
 
 
-def test_padding_is_inert(model):
+def test_padding_is_inert(model_once):
+    model = model_once
     configs = _structures()
     batch = model.pack(configs, Budget(n_nodes=192, n_edges=4096, n_graphs=6))
     out = model.predict(model.pot.params, batch)
@@ -268,7 +271,8 @@ def test_neighbor_list_rejects_singular_periodic_cell():
 # ---------------------------------------------------------------------------
 
 
-def test_calculator_results_and_budget_growth(model):
+def test_calculator_results_and_budget_growth(schnet_model):
+    model = schnet_model
     calc = model.pot.calculator()
     mol = ethanol_atoms()
     mol.calc = calc
@@ -293,7 +297,8 @@ def test_calculator_results_and_budget_growth(model):
     assert abs(mol2.get_potential_energy() - e_mol) <= 9 * tol["energy"] + tol["rtol"] * abs(e_mol)
 
 
-def test_jaxmd_energy_fn_requires_a_sparse_neighbor_list(model):
+def test_jaxmd_energy_fn_requires_a_sparse_neighbor_list(schnet_model):
+    model = schnet_model
     atoms = cu_atoms(repeat=3)
     atoms.wrap()
     side = atoms.cell.array[0, 0]
@@ -307,7 +312,8 @@ def test_jaxmd_energy_fn_requires_a_sparse_neighbor_list(model):
         energy_fn(R, neighbor=dense)
 
 
-def test_potential_is_a_pure_function_of_params(model):
+def test_potential_is_a_pure_function_of_params(model_once):
+    model = model_once
     """predict is differentiable w.r.t. parameters (training) and changing them changes E."""
     batch = model.pack([config(ethanol_atoms())])
 

@@ -30,10 +30,10 @@ class ModelFns(NamedTuple):
 # model's dependencies (e3nn-jax for nequip/mace) load only when it is used.
 _REGISTRY: dict[str, tuple[str, str, str]] = {
     "schnet": ("mlpjax.models.schnet", "SchNet", "SchNetConfig"),
-    "nequip": ("mlpjax.models.nequip", "NequIP", "NequIPConfig"),
-    "dimenet": ("mlpjax.models.dimenet", "DimeNet", "DimeNetConfig"),
-    "painn": ("mlpjax.models.painn", "PaiNN", "PaiNNConfig"),
     "mace": ("mlpjax.models.mace", "MACE", "MACEConfig"),
+    "dimenet": ("mlpjax.models.dimenet", "DimeNet", "DimeNetConfig"),
+    "nequip": ("mlpjax.models.nequip", "NequIP", "NequIPConfig"),
+    "painn": ("mlpjax.models.painn", "PaiNN", "PaiNNConfig"),
 }
 
 
