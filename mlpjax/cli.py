@@ -174,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--stress-key", default="stress", help="info key of the stress (default: stress)")
 
     t = sub.add_parser("train", help="train a potential", description="Train a potential and write DIR/model.mlpjax, DIR/log.csv, DIR/parity.png.")
-    t.add_argument("--model", default=None, help="architecture (default from --config, else schnet)")
+    from mlpjax import models
+
+    t.add_argument("--model", default=None, choices=models.available(), help="architecture (default from --config, else schnet)")
     t.add_argument("--train", required=True, help="training data (extxyz, ASE db/traj, MD17 npz)")
     g = t.add_mutually_exclusive_group()
     g.add_argument("--valid", help="validation data file")
