@@ -75,6 +75,50 @@ def _reps(n: int, quick: bool) -> int:
     return max(2, base // 3) if quick else base
 
 
+def _bench_size(pot, tcfg, predict, n, quick, md):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from mlpjax.data import Configuration
+    from mlpjax.graph import budget_for_single, pack, to_graph
+    from mlpjax.train import init_state, make_plateau, make_step_fns
+
+    model = pot.model
+    atoms = _structure(n)
+    conf = Configuration.from_atoms(atoms)
+    conf.energy, conf.forces, conf.stress = 0.0, np.zeros((n, 3)), np.zeros((3, 3))
+    graph = to_graph(conf, pot.species, pot.cutoff)
+    batch = jax.tree_util.tree_map(jnp.asarray, pack([graph], budget_for_single(graph), dtype=np.float32))
+    row = {"n_atoms": n, "n_edges": graph.n_edges}
+    t = time.perf_counter()
+    jax.block_until_ready(predict(pot.params, batch))
+    row["inference_compile_s"] = time.perf_counter() - t
+    row["inference_s"] = _median_time(lambda: predict(pot.params, batch), _reps(n, quick))
+    fns = make_step_fns(pot, tcfg, steps_per_epoch=1, compute_stress=True)
+    state = init_state(pot, fns.optimizer, make_plateau(tcfg), learning_rate=1e-3)
+    t = time.perf_counter()
+    jax.block_until_ready(fns.train_step(state, batch))
+    row["train_compile_s"] = time.perf_counter() - t
+    row["train_step_s"] = _median_time(lambda: fns.train_step(state, batch)[1]["loss"], _reps(n, quick))
+    if md:
+        from mlpjax.md import MDConfig, check_cell, simulate
+
+        try:
+            check_cell(atoms.cell.array, pot.cutoff, 0.5)
+            ok = True
+        except ValueError:
+            ok = False
+        if ok:
+            chunks = 2 if quick else 3
+            res = simulate(pot, atoms, MDConfig(ensemble="nve", temperature_K=300.0, timestep_fs=2.0, steps=10 * chunks,
+                                                chunk_steps=10, log_every=10, traj_every=10), progress=False)
+            row["md_steps_per_s"] = float(res.timings["steps_per_s"])
+    print(f"  {model} N={n}: inference {row['inference_s'] * 1e3:.1f} ms, train step {row['train_step_s'] * 1e3:.1f} ms"
+          + (f", MD {row['md_steps_per_s']:.2f} steps/s" if "md_steps_per_s" in row else ""), file=sys.stderr, flush=True)
+    return row
+
+
 def bench_one(model: str, sizes: list[int], quick: bool, md: bool) -> dict:
     """Runs in a fresh process: all measurements for one model."""
     import jax
@@ -97,38 +141,12 @@ def bench_one(model: str, sizes: list[int], quick: bool, md: bool) -> dict:
     predict = jax.jit(lambda p, b: pot.predict(p, b))
     tcfg = TrainConfig(model=model, model_config=overrides, cutoff=CUTOFF, batch_size=1, epochs=10, schedule="constant")
     for n in sizes:
-        atoms = _structure(n)
-        conf = Configuration.from_atoms(atoms)
-        conf.energy, conf.forces, conf.stress = 0.0, np.zeros((n, 3)), np.zeros((3, 3))
-        graph = to_graph(conf, pot.species, pot.cutoff)
-        batch = jax.tree_util.tree_map(jnp.asarray, pack([graph], budget_for_single(graph), dtype=np.float32))
-        row = {"n_atoms": n, "n_edges": graph.n_edges}
-        t = time.perf_counter()
-        jax.block_until_ready(predict(pot.params, batch))
-        row["inference_compile_s"] = time.perf_counter() - t
-        row["inference_s"] = _median_time(lambda: predict(pot.params, batch), _reps(n, quick))
-        fns = make_step_fns(pot, tcfg, steps_per_epoch=1, compute_stress=True)
-        state = init_state(pot, fns.optimizer, make_plateau(tcfg), learning_rate=1e-3)
-        t = time.perf_counter()
-        jax.block_until_ready(fns.train_step(state, batch))
-        row["train_compile_s"] = time.perf_counter() - t
-        row["train_step_s"] = _median_time(lambda: fns.train_step(state, batch)[1]["loss"], _reps(n, quick))
-        if md:
-            from mlpjax.md import MDConfig, check_cell, simulate
-
-            try:
-                check_cell(atoms.cell.array, pot.cutoff, 0.5)
-                ok = True
-            except ValueError:
-                ok = False
-            if ok:
-                chunks = 2 if quick else 3
-                res = simulate(pot, atoms, MDConfig(ensemble="nve", temperature_K=300.0, timestep_fs=2.0, steps=10 * chunks,
-                                                    chunk_steps=10, log_every=10, traj_every=10), progress=False)
-                row["md_steps_per_s"] = float(res.timings["steps_per_s"])
+        try:
+            row = _bench_size(pot, tcfg, predict, n, quick, md)
+        except Exception as err:  # e.g. out of memory at 4,096 atoms: record it, keep the other sizes
+            row = {"n_atoms": n, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"}
+            print(f"  {model} N={n}: failed: {row['error']}", file=sys.stderr, flush=True)
         out["sizes"][str(n)] = row
-        print(f"  {model} N={n}: inference {row['inference_s'] * 1e3:.1f} ms, train step {row['train_step_s'] * 1e3:.1f} ms"
-              + (f", MD {row['md_steps_per_s']:.2f} steps/s" if "md_steps_per_s" in row else ""), file=sys.stderr, flush=True)
     dev = jax.devices()[0]
     if dev.platform != "cpu":
         stats = dev.memory_stats() or {}
@@ -212,6 +230,9 @@ def main(argv=None) -> int:
     rows = []
     for r in results:
         for key, s in r["sizes"].items():
+            if "error" in s:
+                rows.append([r["model"], r["n_params"], s["n_atoms"], "—", s["error"][:60], "—", "—", "—", "—", r["peak_memory_MB"]])
+                continue
             rows.append([r["model"], r["n_params"], s["n_atoms"], s["n_edges"], s["inference_s"] * 1e3, s["inference_s"] / s["n_atoms"] * 1e6,
                          s["train_step_s"] * 1e3, s.get("md_steps_per_s", "—"), s["inference_compile_s"] + s["train_compile_s"], r["peak_memory_MB"]])
     table = markdown_table(headers, rows)
@@ -223,6 +244,7 @@ def main(argv=None) -> int:
         for s in peer["sizes"]:
             n = s["n_atoms"]
             mine = ours["sizes"].get(str(n)) if ours else None
+            mine = mine if mine and "error" not in mine else None
             ratio = (s["inference_s"] / mine["inference_s"]) if mine else float("nan")
             prow.append([n, s["inference_s"] * 1e3, mine["inference_s"] * 1e3 if mine else "—", ratio])
         peer_table = markdown_table(["N atoms", f"mace-torch {peer['version']} E+F ms", "mlpjax MACE E+F+σ ms", "speed-up (torch/mlpjax)"], prow)
