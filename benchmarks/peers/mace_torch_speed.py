@@ -14,8 +14,13 @@ RealAgnosticInteractionBlock), SiLU gate — mace-torch's standard MACE.
 
 import importlib.metadata
 import json
+import os
 import sys
 import time
+
+# e3nn (torch) loads its own packaged constants.pt with torch.load; torch >= 2.6 defaults to
+# weights_only=True, which rejects that file. It ships inside the installed e3nn package.
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
 import numpy as np
 import torch
