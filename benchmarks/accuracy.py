@@ -60,21 +60,41 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=10_000, help="epoch cap (the time budget normally binds)")
     ap.add_argument("--cutoff", type=float, default=None, help="Å (default: the config's, else 5.0)")
     ap.add_argument("--config-tag", default=None, help="use experiments/configs/<model>_<tag>.yaml where it exists")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="train this many models at once, each in its own process pinned to its own share of "
+                         "the CPU cores (Linux); every model gets the same share, so budgets stay equal")
     ap.add_argument("--output", default=os.path.join(REPO, "benchmarks", "results", "accuracy_runs"))
     ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--row-json", default=None, help=argparse.SUPPRESS)  # worker mode (used by --jobs)
     args = ap.parse_args(argv)
+    argv_text = " ".join(argv if argv is not None else sys.argv[1:])
 
-    import numpy as np
+    from mlpjax import models
 
-    from mlpjax import data, models
-    from mlpjax.config import TrainConfig, load_config
-    from mlpjax.train import train
+    names = args.models.split(",") if args.models else list(models.available())
+    if args.jobs > 1 and len(names) > 1:
+        results, cores = _run_parallel(names, args, argv if argv is not None else sys.argv[1:])
+        setting = f"{args.jobs} models at a time, each pinned to {cores} of the {os.cpu_count()} cores"
+    else:
+        train_set, test_set = _load(args)
+        results = [_run_one(name, args, train_set, test_set) for name in names]
+        setting = "one model at a time, all cores"
+    if args.row_json:
+        from _common import write_json
+
+        write_json(os.path.abspath(args.row_json), results)
+        return 0
+    _report(results, args, argv_text, setting)
+    return 0
+
+
+def _load(args):
+    from mlpjax import data
 
     if args.train:
-        train_set = data.read(args.train)
-        test_set = data.read(args.test) if args.test else None
-        if test_set is None:
+        if not args.test:
             raise SystemExit("--train needs --test")
+        train_set, test_set = data.read(args.train), data.read(args.test)
     else:
         from mlpjax.datasets import emt_cu
 
@@ -83,39 +103,110 @@ def main(argv=None) -> int:
         train_set, test_set = [allc[i] for i in idx_train], [allc[i] for i in idx_test]
     if args.n_train:
         train_set = train_set[: args.n_train]
-    names = args.models.split(",") if args.models else list(models.available())
-    results = []
-    for name in names:
-        cfg_path = os.path.join(REPO, "experiments", "configs", f"{name}_{args.config_tag}.yaml") if args.config_tag else None
-        if cfg_path and os.path.exists(cfg_path):
-            cfg = load_config(cfg_path)
-            source = os.path.relpath(cfg_path, REPO)
-        else:
-            # plateau schedule: a cosine over an epoch cap would barely decay within a time budget
-            cfg = TrainConfig(model=name, model_config=DEFAULT_CONFIGS.get(name, {}), batch_size=4, learning_rate=3e-3,
-                              schedule="plateau", plateau_patience=5, plateau_factor=0.5)
-            source = "DEFAULT_CONFIGS"
-        cfg = cfg.replace(model=name, max_time_minutes=args.minutes, epochs=args.epochs, valid_fraction=0.05,
-                          test_fraction=0.0, split_seed=0, patience=None)
-        if args.cutoff:
-            cfg = cfg.replace(cutoff=args.cutoff)
-        print(f"\n=== {name} ({source}), {len(train_set)} training structures, {args.minutes:g} min", flush=True)
-        t0 = time.perf_counter()
-        res = train(cfg, train_set, output_dir=os.path.join(args.output, args.dataset, name), test_configs=test_set, progress=False)
-        wall = time.perf_counter() - t0
-        m = res.test_metrics
-        n_atoms = np.mean([c.n_atoms for c in test_set])
-        row = {
-            "model": name, "config_source": source, "model_config": cfg.model_config, "cutoff": cfg.cutoff,
-            "n_train": len(train_set), "n_test": len(test_set), "epochs": res.epochs_completed, "wall_s": wall,
-            "energy_mae_meV_per_atom": m["energy_mae_meV_per_atom"],
-            "energy_mae_meV_per_structure": m["energy_mae_meV_per_atom"] * n_atoms if _same_size(test_set) else float("nan"),
-            "force_mae_meV_per_A": m["force_mae_meV_per_A"], "energy_r2": m["energy_r2"],
-        }
-        results.append(row)
-        print(f"{name}: {res.epochs_completed} epochs, E MAE {row['energy_mae_meV_per_atom']:.3f} meV/atom, "
-              f"F MAE {row['force_mae_meV_per_A']:.2f} meV/Å", flush=True)
+    return train_set, test_set
 
+
+def _config_for(name, args):
+    from mlpjax.config import TrainConfig, load_config
+
+    cfg_path = os.path.join(REPO, "experiments", "configs", f"{name}_{args.config_tag}.yaml") if args.config_tag else None
+    if cfg_path and os.path.exists(cfg_path):
+        cfg, source = load_config(cfg_path), os.path.relpath(cfg_path, REPO)
+    else:
+        # plateau schedule: a cosine over an epoch cap would barely decay within a time budget
+        cfg = TrainConfig(model=name, model_config=DEFAULT_CONFIGS.get(name, {}), batch_size=4, learning_rate=3e-3,
+                          schedule="plateau", plateau_patience=5, plateau_factor=0.5)
+        source = "DEFAULT_CONFIGS"
+    cfg = cfg.replace(model=name, max_time_minutes=args.minutes, epochs=args.epochs, valid_fraction=0.05,
+                      test_fraction=0.0, split_seed=0, patience=None)
+    if args.cutoff:
+        cfg = cfg.replace(cutoff=args.cutoff)
+    return cfg, source
+
+
+def _run_one(name, args, train_set, test_set) -> dict:
+    import jax
+    import numpy as np
+
+    from mlpjax.train import train
+
+    cfg, source = _config_for(name, args)
+    print(f"\n=== {name} ({source}), {len(train_set)} training structures, {args.minutes:g} min", flush=True)
+    t0 = time.perf_counter()
+    res = train(cfg, train_set, output_dir=os.path.join(args.output, args.dataset, name), test_configs=test_set, progress=False)
+    wall = time.perf_counter() - t0
+    m = res.test_metrics
+    n_atoms = float(np.mean([c.n_atoms for c in test_set]))
+    row = {
+        "model": name, "config_source": source, "model_config": dict(cfg.model_config), "cutoff": cfg.cutoff,
+        "dtype": cfg.dtype, "batch_size": cfg.batch_size, "n_params": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(res.potential.params))),
+        "n_train": len(train_set), "n_test": len(test_set), "epochs": res.epochs_completed, "wall_s": wall,
+        "stop_reason": res.stop_reason,
+        "energy_mae_meV_per_atom": m["energy_mae_meV_per_atom"],
+        "energy_mae_meV_per_structure": m["energy_mae_meV_per_atom"] * n_atoms if _same_size(test_set) else float("nan"),
+        "force_mae_meV_per_A": m["force_mae_meV_per_A"], "force_rmse_meV_per_A": m.get("force_rmse_meV_per_A"),
+        "energy_r2": m["energy_r2"],
+    }
+    print(f"{name}: {res.epochs_completed} epochs, E MAE {row['energy_mae_meV_per_atom']:.3f} meV/atom, "
+          f"F MAE {row['force_mae_meV_per_A']:.2f} meV/Å", flush=True)
+    return row
+
+
+def _run_parallel(names, args, argv):
+    """One subprocess per model, ``args.jobs`` at a time, each pinned (sched_setaffinity) to
+    its own equal slice of the cores, so concurrent models do not share a core."""
+    import subprocess
+    import tempfile
+
+    all_cores = sorted(os.sched_getaffinity(0))
+    per = max(1, len(all_cores) // args.jobs)
+    slots = [all_cores[i * per:(i + 1) * per] for i in range(min(args.jobs, len(all_cores) // per))]
+    base = [a for a in argv]
+    # drop --models / --jobs from the child's arguments
+    child_args, skip = [], False
+    for a in base:
+        if skip:
+            skip = False
+            continue
+        if a in ("--models", "--jobs"):
+            skip = True
+            continue
+        if a.startswith("--models=") or a.startswith("--jobs="):
+            continue
+        child_args.append(a)
+    tmp = tempfile.mkdtemp(prefix="mlpjax_accuracy_")
+    pending, running, done = list(names), {}, {}
+    free = list(range(len(slots)))
+    while pending or running:
+        while pending and free:
+            name, slot = pending.pop(0), free.pop(0)
+            out = os.path.join(tmp, f"{name}.json")
+            cmd = [sys.executable, os.path.abspath(__file__), *child_args, "--models", name, "--no-record", "--row-json", out]
+            cores = set(slots[slot])
+            log = open(os.path.join(tmp, f"{name}.log"), "w")
+            print(f"[accuracy] {name} on cores {sorted(cores)} (log {log.name})", flush=True)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                    preexec_fn=lambda c=cores: os.sched_setaffinity(0, c))
+            running[name] = (proc, slot, out, log)
+        time.sleep(2.0)
+        for name, (proc, slot, out, log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[name]
+            free.append(slot)
+            if proc.returncode == 0 and os.path.exists(out):
+                import json
+
+                with open(out) as fh:
+                    done[name] = json.load(fh)[0]
+                print(f"[accuracy] {name}: F MAE {done[name]['force_mae_meV_per_A']:.2f} meV/Å", flush=True)
+            else:
+                print(f"[accuracy] {name} FAILED (exit {proc.returncode}); see {log.name}", flush=True)
+    return [done[n] for n in names if n in done], per
+
+
+def _report(results, args, argv_text, setting):
     from _common import append_results, environment, markdown_table, write_json
 
     pub = PUBLISHED.get(args.dataset, {})
@@ -131,13 +222,15 @@ def main(argv=None) -> int:
         if other != "unit" and other not in {r["model"] for r in results}:
             rows.append([f"{other} (published)", "", "", "", "", "", "", "", p[0], p[1]])
     table = markdown_table(headers, rows)
+    configs = "\n".join(f"- {r['model']}: `{r['config_source']}` {r['model_config']}, {r.get('dtype', '')}, "
+                        f"batch {r.get('batch_size', '')}, stopped by {r.get('stop_reason', '?')}" for r in results)
     print("\n" + table + "\n\n" + SEED_TARGET)
     if not args.no_record:
-        write_json(f"accuracy_{args.dataset}.json", {"environment": environment(), "dataset": args.dataset, "minutes": args.minutes, "results": results})
+        write_json(f"accuracy_{args.dataset}.json", {"environment": environment(), "dataset": args.dataset,
+                                                     "minutes": args.minutes, "setting": setting, "results": results})
         append_results(f"Accuracy, {args.dataset}, {args.minutes:g} min per model",
-                       f"`benchmarks/accuracy.py {' '.join(argv or sys.argv[1:])}`: same training structures and wall-clock "
-                       f"budget per model, test set unseen, float32.\n\n{table}\n\n{SEED_TARGET}")
-    return 0
+                       f"`benchmarks/accuracy.py {argv_text}`: same training structures and wall-clock "
+                       f"budget per model ({setting}), test set unseen.\n\n{table}\n\n{configs}\n\n{SEED_TARGET}")
 
 
 def _same_size(configs) -> bool:
