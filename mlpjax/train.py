@@ -165,8 +165,11 @@ def prepare_potential(
     )
     if init:
         dtype = _dtype(config)
-        params = _init_params(pot, int(config.seed))
-        pot = pot.replace(params=_cast(params, dtype))
+        params = _cast(_init_params(pot, int(config.seed)), dtype)
+        hook = _models.data_init(config.model)
+        if hook is not None:  # data-dependent initialisation, e.g. descriptor standardisation
+            params = hook(pot.replace(params=params), params, graphs)
+        pot = pot.replace(params=params)
     return pot
 
 
@@ -210,11 +213,19 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
         parts.append(optax.clip_by_global_norm(float(config.clip_grad_norm)))
     parts.append(optax.scale_by_adam())
     if config.optimizer == "adamw" and config.weight_decay > 0:
-        parts.append(optax.add_decayed_weights(float(config.weight_decay)))
+        # decay trainable weights only: not fixed collections such as descriptor "scaling"
+        parts.append(optax.add_decayed_weights(float(config.weight_decay), mask=_trainable_mask))
     # the schedule's shape with peak 1: the peak learning rate (× the plateau factor) is
     # TrainState.lr_scale, a runtime value, so changing it needs no recompilation
     parts.append(optax.scale_by_learning_rate(make_schedule(config.replace(learning_rate=1.0), steps_per_epoch)))
     return optax.chain(*parts)
+
+
+def _trainable_mask(params):
+    """True on the leaves of the ``"params"`` collection, False on other Flax collections."""
+    if isinstance(params, dict) and "params" in params:
+        return {k: jax.tree_util.tree_map(lambda _: k == "params", v) for k, v in params.items()}
+    return jax.tree_util.tree_map(lambda _: True, params)
 
 
 def make_plateau(config: TrainConfig) -> optax.GradientTransformationExtraArgs:
