@@ -36,6 +36,7 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
     "painn": ("mlpjax.models.painn", "PaiNN", "PaiNNConfig"),
     "bpnn": ("mlpjax.models.bpnn", "BPNN", "BPNNConfig"),
     "ani": ("mlpjax.models.ani", "ANI", "ANIConfig"),
+    "gap": ("mlpjax.models.gap", "GAP", "GAPConfig"),
 }
 
 
@@ -79,6 +80,15 @@ def data_init(name: str):
     if module_path is None:
         _entry(name)  # raises the unknown-model error
     return getattr(importlib.import_module(module_path), "data_init", None)
+
+
+def fit_fn(name: str):
+    """The model's closed-form fitting function (``fit(config, train, valid, *, output_dir,
+    test_configs, progress) -> TrainResult``, e.g. GAP's linear solve) or None for models
+    trained by gradient descent."""
+    if name not in _REGISTRY:
+        _entry(name)
+    return getattr(importlib.import_module(_REGISTRY[name][0]), "fit", None)
 
 
 def build(name: str, config, *, num_species: int, cutoff: float, avg_num_neighbors: float = 1.0) -> ModelFns:
