@@ -61,11 +61,12 @@ TINY_CONFIGS: dict[str, dict] = {
     "bpnn": {"hidden": [8], "n_radial": 4, "zetas": [1.0, 4.0], "n_angular_eta": 1, "max_neighbors": 48},
     "ani": {"hidden": [8], "n_radial_shifts": 4, "n_angular_shifts": 2, "n_sections": 2,
             "angular_zeta": 8.0, "radial_eta": 4.0, "max_neighbors": 24},
+    "gap": {"n_max": 2, "l_max": 2, "sigma": 0.5, "n_sparse": 6, "zeta": 2},
 }
 # Freshly initialised networks are nearly geometry-independent (forces ~1e-3 eV/Å),
 # which would make symmetry tests weak; their parameters are multiplied by this
 # factor so that forces are O(1) eV/Å (checked by the tests themselves).
-PARAM_SCALE: dict[str, float] = {"schnet": 2.0, "mace": 1.5, "painn": 1.5, "nequip": 1.75}
+PARAM_SCALE: dict[str, float] = {"schnet": 2.0, "mace": 1.5, "painn": 1.5, "nequip": 1.75, "gap": 20.0}
 
 CUTOFF = 4.5  # Å
 SPECIES = (1, 6, 8, 29)  # H, C, O (ethanol) and Cu
@@ -110,6 +111,9 @@ def _base_potential(name: str, species: tuple = SPECIES, seed: int = 0) -> Poten
         structures = [config(a) for a in fit if set(a.numbers) <= set(species)]
         if structures:
             params = hook(pot.replace(params=params), params, to_graphs(structures, species, CUTOFF))
+    if name == "gap":  # fitted weights are data-dependent; random ones exercise the same functional form
+        alpha = params["params"]["alpha"]
+        params = {**params, "params": {**params["params"], "alpha": jax.random.normal(jax.random.PRNGKey(seed + 1), alpha.shape)}}
     scale = PARAM_SCALE.get(name, 1.0)
     trainable = {"params": params["params"]} if isinstance(params, dict) and "params" in params else params
     trainable = jax.tree_util.tree_map(lambda x: x * scale if jnp.issubdtype(x.dtype, jnp.floating) else x, trainable)
