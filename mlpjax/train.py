@@ -165,8 +165,11 @@ def prepare_potential(
     )
     if init:
         dtype = _dtype(config)
-        params = _init_params(pot, int(config.seed))
-        pot = pot.replace(params=_cast(params, dtype))
+        params = _cast(_init_params(pot, int(config.seed)), dtype)
+        hook = _models.data_init(config.model)
+        if hook is not None:  # data-dependent initialisation, e.g. descriptor standardisation
+            params = hook(pot.replace(params=params), params, graphs)
+        pot = pot.replace(params=params)
     return pot
 
 
@@ -210,11 +213,19 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
         parts.append(optax.clip_by_global_norm(float(config.clip_grad_norm)))
     parts.append(optax.scale_by_adam())
     if config.optimizer == "adamw" and config.weight_decay > 0:
-        parts.append(optax.add_decayed_weights(float(config.weight_decay)))
+        # decay trainable weights only: not fixed collections such as descriptor "scaling"
+        parts.append(optax.add_decayed_weights(float(config.weight_decay), mask=_trainable_mask))
     # the schedule's shape with peak 1: the peak learning rate (× the plateau factor) is
     # TrainState.lr_scale, a runtime value, so changing it needs no recompilation
     parts.append(optax.scale_by_learning_rate(make_schedule(config.replace(learning_rate=1.0), steps_per_epoch)))
     return optax.chain(*parts)
+
+
+def _trainable_mask(params):
+    """True on the leaves of the ``"params"`` collection, False on other Flax collections."""
+    if isinstance(params, dict) and "params" in params:
+        return {k: jax.tree_util.tree_map(lambda _: k == "params", v) for k, v in params.items()}
+    return jax.tree_util.tree_map(lambda _: True, params)
 
 
 def make_plateau(config: TrainConfig) -> optax.GradientTransformationExtraArgs:
@@ -495,6 +506,55 @@ def _sources(configs) -> list:
     return sorted({c.source for c in configs if c.source})
 
 
+def finalize(config: TrainConfig, potential: Potential, *, output_dir: str, train_set, valid_set, test_set, all_input,
+             valid_configs, test_configs, split_info: dict, extra_metadata: dict):
+    """Metrics on the validation/test sets, metadata, the model file and the parity plot.
+
+    Shared by gradient training (:func:`train`) and closed-form fits (:func:`mlpjax.gap.fit`).
+    Returns (potential with metadata, valid_metrics, test_metrics, paths).
+    """
+    from mlpjax import validate
+
+    valid_metrics = validate.metrics(potential, valid_set) if valid_set else None
+    test_metrics = validate.metrics(potential, test_set) if test_set else None
+    metadata = {
+        "units": config.units,  # units the training data files were written in (mlpjax.units.resolve_units name)
+        "internal_units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"},
+        "species": [int(z) for z in potential.species],
+        "split": split_info,
+        "data_files": {
+            "train": _sources(all_input),
+            "valid": _sources(valid_configs) if valid_configs is not None else None,
+            "test": _sources(test_configs) if test_configs is not None else None,
+        },
+        "n_train": len(train_set),
+        "n_valid": len(valid_set) if valid_set else 0,
+        "n_test": len(test_set) if test_set else 0,
+        "train_config": config.to_dict(),
+        **extra_metadata,
+        "valid_metrics": _clean_record(valid_metrics) if valid_metrics else None,
+        "test_metrics": _clean_record(test_metrics) if test_metrics else None,
+    }
+    final = potential.replace(metadata=metadata)
+    model_path = os.path.join(output_dir, "model.mlpjax")
+    final.save(model_path)
+    paths = {
+        "model": model_path,
+        "log_csv": os.path.join(output_dir, "log.csv"),
+        "log_json": os.path.join(output_dir, "log.json"),
+        "config": os.path.join(output_dir, "config.yaml"),
+    }
+    plot_set = test_set or valid_set
+    if plot_set:
+        try:
+            paths["parity"] = os.path.join(output_dir, "parity.png")
+            validate.parity_plot(final, plot_set, paths["parity"], title=f"{'test' if test_set else 'validation'} set")
+        except Exception as err:  # a plotting problem must not lose a trained model
+            warnings.warn(f"could not write the parity plot: {err}", stacklevel=2)
+            paths.pop("parity", None)
+    return final, valid_metrics, test_metrics, paths
+
+
 # --------------------------------------------------------------------- train
 def train(
     config: TrainConfig,
@@ -524,6 +584,9 @@ def train(
         "record", "state", "potential"}`` after every epoch (after its checkpoint);
         an exception from a callback aborts training (the checkpoint is kept).
     """
+    if _models.fit_fn(config.model) is not None:  # closed-form fit (GAP): no epochs, no optimiser
+        return _models.fit_fn(config.model)(config, train_configs, valid_configs, output_dir=output_dir,
+                                            test_configs=test_configs, progress=progress)
     t_start = time.monotonic()
     callbacks = list(callbacks or [])
     output_dir = os.fspath(output_dir)
@@ -686,50 +749,14 @@ def train(
         _write_logs(output_dir, history)
 
     # ---- final model, metrics, parity plot
-    from mlpjax import validate
-
-    final = potential.replace(params=best_params)
-    valid_metrics = validate.metrics(final, valid_set) if valid_set else None
-    test_metrics = validate.metrics(final, test_set) if test_set else None
-    metadata = {
-        "units": config.units,  # units the training data files were written in (mlpjax.units.resolve_units name)
-        "internal_units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"},
-        "species": [int(z) for z in potential.species],
-        "split": split_info,
-        "data_files": {
-            "train": _sources(all_input),
-            "valid": _sources(valid_configs) if valid_configs is not None else None,
-            "test": _sources(test_configs) if test_configs is not None else None,
-        },
-        "n_train": len(train_set),
-        "n_valid": len(valid_set) if valid_set else 0,
-        "n_test": len(test_set) if test_set else 0,
-        "train_config": config.to_dict(),
-        "best_epoch": int(best_epoch),
-        "epochs_completed": epochs_completed,
-        "stop_reason": stop_reason,
-        "valid_metrics": _clean_record(valid_metrics) if valid_metrics else None,
-        "test_metrics": _clean_record(test_metrics) if test_metrics else None,
-        "loss": "w_E*mean(((E'-E)/N/s)^2) + w_F*mean(((F'-F)/s)^2) + w_S*mean(((S'-S)V/N/s)^2), s=energy_scale",
-    }
-    final = final.replace(metadata=metadata)
-    model_path = os.path.join(output_dir, "model.mlpjax")
-    final.save(model_path)
-    paths = {
-        "model": model_path,
-        "checkpoint": ckpt_path,
-        "log_csv": os.path.join(output_dir, "log.csv"),
-        "log_json": os.path.join(output_dir, "log.json"),
-        "config": os.path.join(output_dir, "config.yaml"),
-    }
-    plot_set = test_set or valid_set
-    if plot_set:
-        try:
-            paths["parity"] = os.path.join(output_dir, "parity.png")
-            validate.parity_plot(final, plot_set, paths["parity"], title=f"{'test' if test_set else 'validation'} set")
-        except Exception as err:  # a plotting problem must not lose a trained model
-            warnings.warn(f"could not write the parity plot: {err}", stacklevel=2)
-            paths.pop("parity", None)
+    final, valid_metrics, test_metrics, paths = finalize(
+        config, potential.replace(params=best_params), output_dir=output_dir, train_set=train_set, valid_set=valid_set,
+        test_set=test_set, all_input=all_input, valid_configs=valid_configs, test_configs=test_configs,
+        split_info=split_info, extra_metadata={
+            "best_epoch": int(best_epoch), "epochs_completed": epochs_completed, "stop_reason": stop_reason,
+            "loss": "w_E*mean(((E'-E)/N/s)^2) + w_F*mean(((F'-F)/s)^2) + w_S*mean(((S'-S)V/N/s)^2), s=energy_scale",
+        })
+    paths["checkpoint"] = ckpt_path
     return TrainResult(
         potential=final,
         history=history,

@@ -23,6 +23,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_debug_nans", True)
 
+import ase  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -57,11 +58,15 @@ TINY_CONFIGS: dict[str, dict] = {
                 "num_radial": 4, "num_after_skip": 1, "num_output_layers": 1, "max_neighbors": 44},
     "nequip": {"features": 8, "l_max": 1, "num_layers": 2, "num_bessel": 8, "radial_hidden": 16},
     "painn": {"features": 16, "interactions": 2, "num_rbf": 8},
+    "bpnn": {"hidden": [8], "n_radial": 4, "zetas": [1.0, 4.0], "n_angular_eta": 1, "max_neighbors": 48},
+    "ani": {"hidden": [8], "n_radial_shifts": 4, "n_angular_shifts": 2, "n_sections": 2,
+            "angular_zeta": 8.0, "radial_eta": 4.0, "max_neighbors": 24},
+    "gap": {"n_max": 2, "l_max": 2, "sigma": 0.5, "n_sparse": 6, "zeta": 2},
 }
 # Freshly initialised networks are nearly geometry-independent (forces ~1e-3 eV/Å),
 # which would make symmetry tests weak; their parameters are multiplied by this
 # factor so that forces are O(1) eV/Å (checked by the tests themselves).
-PARAM_SCALE: dict[str, float] = {"schnet": 2.0, "mace": 1.5, "painn": 1.5, "nequip": 1.75}
+PARAM_SCALE: dict[str, float] = {"schnet": 2.0, "mace": 1.5, "painn": 1.5, "nequip": 1.75, "gap": 20.0}
 
 CUTOFF = 4.5  # Å
 SPECIES = (1, 6, 8, 29)  # H, C, O (ethanol) and Cu
@@ -97,8 +102,22 @@ def _base_potential(name: str, species: tuple = SPECIES, seed: int = 0) -> Poten
         metadata={"units": "eV/Angstrom", "note": "tiny test model"},
     )
     params = pot.init_params(jax.random.PRNGKey(seed))
+    hook = models.data_init(name)
+    if hook is not None:  # data-dependent init (descriptor standardisation) on the test structures
+        # bulk, molecule and sparse clusters, so that the standardised features of the
+        # cutoff-crossing dimers/trimers of test_physics stay O(1) (no saturated network)
+        fit = [cu_atoms(), ethanol_atoms()] + [ase.Atoms("Cu2", positions=[[0, 0, 0], [r, 0, 0]]) for r in (2.2, 3.2, 4.2)]
+        fit.append(ase.Atoms("HOC", positions=[[-0.7, 0, 0], [0.7, 0, 0], [0, 2.5, 0]]))
+        structures = [config(a) for a in fit if set(a.numbers) <= set(species)]
+        if structures:
+            params = hook(pot.replace(params=params), params, to_graphs(structures, species, CUTOFF))
+    if name == "gap":  # fitted weights are data-dependent; random ones exercise the same functional form
+        alpha = params["params"]["alpha"]
+        params = {**params, "params": {**params["params"], "alpha": jax.random.normal(jax.random.PRNGKey(seed + 1), alpha.shape)}}
     scale = PARAM_SCALE.get(name, 1.0)
-    params = jax.tree_util.tree_map(lambda x: x * scale if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
+    trainable = {"params": params["params"]} if isinstance(params, dict) and "params" in params else params
+    trainable = jax.tree_util.tree_map(lambda x: x * scale if jnp.issubdtype(x.dtype, jnp.floating) else x, trainable)
+    params = {**params, **trainable} if trainable is not params else trainable
     return pot.replace(params=params)
 
 

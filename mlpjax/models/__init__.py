@@ -34,6 +34,9 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
     "dimenet": ("mlpjax.models.dimenet", "DimeNet", "DimeNetConfig"),
     "nequip": ("mlpjax.models.nequip", "NequIP", "NequIPConfig"),
     "painn": ("mlpjax.models.painn", "PaiNN", "PaiNNConfig"),
+    "bpnn": ("mlpjax.models.bpnn", "BPNN", "BPNNConfig"),
+    "ani": ("mlpjax.models.ani", "ANI", "ANIConfig"),
+    "gap": ("mlpjax.models.gap", "GAP", "GAPConfig"),
 }
 
 
@@ -65,9 +68,32 @@ def make_config(name: str, values: dict | None = None):
     return cls(**values)
 
 
+def build_module(name: str, config, *, num_species: int, cutoff: float, avg_num_neighbors: float = 1.0):
+    """The model's Flax module (for methods beyond the energy contract, e.g. ``features``)."""
+    return _entry(name)[0](config=config, num_species=num_species, cutoff=cutoff, avg_num_neighbors=avg_num_neighbors)
+
+
+def data_init(name: str):
+    """The model's data-dependent initialisation hook ``(potential, params, graphs) -> params``
+    (e.g. descriptor standardisation for BPNN/ANI), or None when it has none."""
+    module_path = _REGISTRY[name][0] if name in _REGISTRY else None
+    if module_path is None:
+        _entry(name)  # raises the unknown-model error
+    return getattr(importlib.import_module(module_path), "data_init", None)
+
+
+def fit_fn(name: str):
+    """The model's closed-form fitting function (``fit(config, train, valid, *, output_dir,
+    test_configs, progress) -> TrainResult``, e.g. GAP's linear solve) or None for models
+    trained by gradient descent."""
+    if name not in _REGISTRY:
+        _entry(name)
+    return getattr(importlib.import_module(_REGISTRY[name][0]), "fit", None)
+
+
 def build(name: str, config, *, num_species: int, cutoff: float, avg_num_neighbors: float = 1.0) -> ModelFns:
     """The model's pure ``init``/``apply`` pair; hyperparameters live in the closure."""
-    module = _entry(name)[0](config=config, num_species=num_species, cutoff=cutoff, avg_num_neighbors=avg_num_neighbors)
+    module = build_module(name, config, num_species=num_species, cutoff=cutoff, avg_num_neighbors=avg_num_neighbors)
 
     def init(key, vectors, species, senders, receivers, edge_mask):
         return module.init(key, vectors, species, senders, receivers, edge_mask)

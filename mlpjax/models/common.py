@@ -70,3 +70,25 @@ def bessel_basis(r: jax.Array, cutoff: float, num: int) -> jax.Array:
 def shifted_softplus(x: jax.Array) -> jax.Array:
     """ssp(x) = ln(0.5 e^x + 0.5), SchNet's activation (ssp(0) = 0)."""
     return jax.nn.softplus(x) - jnp.log(2.0).astype(x.dtype)
+
+
+def incoming_edge_table(receivers: jax.Array, active: jax.Array, n_nodes: int, max_neighbors: int):
+    """Per-node incoming active edges with static shapes.
+
+    Args:
+      receivers: [n_edges] int (may be ≥ n_nodes for padding).
+      active: [n_edges] bool.
+    Returns:
+      table: [n_nodes, max_neighbors] int edge indices (n_edges where empty);
+      counts: [n_nodes] int, active incoming edges of each node (may exceed max_neighbors).
+    """
+    n_edges = receivers.shape[0]
+    key = jnp.where(active, receivers, n_nodes)
+    order = jnp.argsort(key, stable=True)  # active edges grouped by receiver, inactive last
+    counts = jax.ops.segment_sum(active.astype(jnp.int32), jnp.where(active, receivers, 0), num_segments=n_nodes)
+    starts = jnp.cumsum(counts) - counts  # [n_nodes] first sorted position of each group
+    slot = jnp.arange(max_neighbors)
+    pos = starts[:, None] + slot[None, :]
+    filled = slot[None, :] < counts[:, None]
+    table = jnp.where(filled, order[jnp.clip(pos, 0, n_edges - 1)], n_edges)
+    return table, counts

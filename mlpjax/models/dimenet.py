@@ -78,7 +78,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlpjax.models.common import polynomial_cutoff, safe_norm
+from mlpjax.models.common import incoming_edge_table, polynomial_cutoff, safe_norm  # noqa: F401 (re-exported)
 
 REVERSE_EDGE_TOL = 1e-2  # Å: e2 is the reverse of e1 when |v1 + v2| is below this
 
@@ -247,28 +247,6 @@ def legendre(x: jax.Array, num: int) -> jax.Array:
 # ---------------------------------------------------------------------------
 # Device-side triplets
 # ---------------------------------------------------------------------------
-
-
-def incoming_edge_table(receivers: jax.Array, active: jax.Array, n_nodes: int, max_neighbors: int):
-    """Per-node incoming active edges with static shapes.
-
-    Args:
-      receivers: [n_edges] int (may be ≥ n_nodes for padding).
-      active: [n_edges] bool.
-    Returns:
-      table: [n_nodes, max_neighbors] int edge indices (n_edges where empty);
-      counts: [n_nodes] int, active incoming edges of each node (may exceed max_neighbors).
-    """
-    n_edges = receivers.shape[0]
-    key = jnp.where(active, receivers, n_nodes)
-    order = jnp.argsort(key, stable=True)  # active edges grouped by receiver, inactive last
-    counts = jax.ops.segment_sum(active.astype(jnp.int32), jnp.where(active, receivers, 0), num_segments=n_nodes)
-    starts = jnp.cumsum(counts) - counts  # [n_nodes] first sorted position of each group
-    slot = jnp.arange(max_neighbors)
-    pos = starts[:, None] + slot[None, :]
-    filled = slot[None, :] < counts[:, None]
-    table = jnp.where(filled, order[jnp.clip(pos, 0, n_edges - 1)], n_edges)
-    return table, counts
 
 
 def triplet_slots(senders, receivers, active, n_nodes: int, max_neighbors: int):

@@ -1,0 +1,85 @@
+"""ANI-style potential (Smith, Isayev & Roitberg, Chem. Sci. 8, 3192 (2017); ANI-1x, J. Chem.
+Phys. 148, 241733 (2018)) in Flax linen.
+
+E = Σ_i NN_{Z_i}(AEV_i): the ANI atomic environment vector (:func:`mlpjax.descriptors.ani_aev`,
+radial terms to the model cutoff, modified angular terms with θ_s sections to a shorter angular
+cutoff), standardised per element on the training data, then one CELU (α = 0.1) network per
+element. The defaults are ANI-1x's: radial cutoff 5.2 Å (set ``cutoff: 5.2`` in the training
+config), angular cutoff 3.5 Å, 16 radial and 4 × 8 angular shifts, per-element networks
+160-128-96. With another cutoff the same numbers of shifts are spread up to it
+(:meth:`mlpjax.descriptors.AEVParams.scaled`).
+
+Ensembles ("ensemble-ready"): the parameters are an ordinary pytree, so an ensemble is a
+leading axis on them (``jax.vmap`` of ``init`` over keys, of ``apply`` over parameters); the
+training config's ``seed`` selects a member.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+
+from mlpjax import descriptors
+from mlpjax.models.atomic_nets import ElementMLP, FeatureScaling, fit_feature_scaling
+
+
+@dataclasses.dataclass(frozen=True)
+class ANIConfig:
+    """ANI hyperparameters (the YAML ``model_config:`` block maps 1:1 onto these)."""
+
+    hidden: tuple[int, ...] = (160, 128, 96)  # widths of each element's network (ANI-1x's H network)
+    activation: str = "celu"  # CELU α = 0.1 as ANI
+    angular_cutoff: float = 3.5  # Å, R_ca (the radial cutoff R_cr is the model cutoff)
+    radial_eta: float = 16.0  # Å⁻²
+    angular_eta: float = 8.0  # Å⁻²
+    angular_zeta: float = 32.0
+    n_radial_shifts: int = 16
+    n_angular_shifts: int = 4
+    n_sections: int = 8  # θ_s = (2k + 1) π / (2 n_sections)
+    # slots per atom for neighbours within the angular cutoff; more → NaN, never a silent drop
+    max_neighbors: int = 32
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+
+    def aev_params(self, cutoff: float, num_species: int) -> descriptors.AEVParams:
+        rca = min(float(self.angular_cutoff), float(cutoff))
+        nr, na, ns = int(self.n_radial_shifts), int(self.n_angular_shifts), int(self.n_sections)
+        import math
+
+        return descriptors.AEVParams(
+            num_species=num_species, radial_cutoff=float(cutoff), angular_cutoff=rca,
+            radial_eta=(self.radial_eta,), radial_shifts=tuple(0.9 + (cutoff - 0.9) * k / nr for k in range(nr)),
+            angular_eta=(self.angular_eta,), angular_zeta=(self.angular_zeta,),
+            angular_shifts=tuple(0.9 + (rca - 0.9) * k / na for k in range(na)),
+            angle_sections=tuple((2 * k + 1) * math.pi / (2 * ns) for k in range(ns)),
+        )
+
+
+class ANI(nn.Module):
+    """Per-atom (unscaled) energies from edges. See :func:`mlpjax.models.build`."""
+
+    config: ANIConfig
+    num_species: int
+    cutoff: float  # Å, the AEV's radial cutoff
+    avg_num_neighbors: float = 1.0  # unused
+
+    def setup(self):
+        self.aev = self.config.aev_params(self.cutoff, self.num_species)
+        self.scaling = FeatureScaling(self.num_species)
+        self.networks = ElementMLP(self.num_species, self.config.hidden, self.config.activation)
+
+    def features(self, vectors, species, senders, receivers, edge_mask):
+        """Raw AEVs [n_nodes, F] (before the per-element standardisation)."""
+        return descriptors.ani_aev(self.aev, vectors, species, senders, receivers, edge_mask,
+                                   max_neighbors=self.config.max_neighbors)
+
+    def __call__(self, vectors, species, senders, receivers, edge_mask):
+        x = self.features(vectors, species, senders, receivers, edge_mask)
+        return self.networks(self.scaling(x, species), species)
+
+
+def data_init(pot, params, graphs):
+    """Fit the AEV standardisation on the training graphs (called by prepare_potential)."""
+    return fit_feature_scaling(pot, params, graphs)

@@ -1,0 +1,123 @@
+"""GAP-style potential: SOAP + sparse Gaussian process regression (Bartók et al., PRL 104,
+136403 (2010); Deringer et al., Chem. Rev. 121, 10073 (2021)), fitted by linear algebra.
+
+Model (per atom i of element Z_i, SOAP vector p_i normalised to unit length)::
+
+    ε_i = Σ_m α_{Z_i m} k(p_i, x_{Z_i m}),   k(p, x) = (p · x)^ζ
+
+with M sparse ("representative") environments x_{Zm} per element, selected from the
+training atoms by CUR leverage scores or farthest-point sampling. In the energy contract
+ε_i is the dimensionless model output that :class:`mlpjax.potential.Potential` turns into
+eV (E0 + shift + scale·(ε_i − ε_isolated)), so energies and forces are LINEAR in α and the
+fit is a regularised least-squares problem (projected process / subset of regressors)::
+
+    α = (Φᵀ W Φ + K_MM / δ²)⁻¹ Φᵀ W (y − y₀),   Σ_α = (Φᵀ W Φ + K_MM / δ²)⁻¹
+
+Φ: derivatives of every training energy and force component with respect to α, taken
+through :meth:`mlpjax.potential.Potential.predict` itself (``jax.jacrev``: forces come from
+the same single ``jax.grad`` as in MD); W: 1/σ² per observation (σ_E √N per structure
+energy, σ_F per force component); K_MM: the sparse points' kernel (block-diagonal over
+elements), δ: prior standard deviation of ε (in units of the potential's energy scale).
+
+Predictive variance of a structure energy (:func:`mlpjax.gap.predict_with_std`)::
+
+    var(E) = φᵀ Σ_α φ + δ² s² (k** − k*ᵀ K_MM⁻¹ k*)
+
+φ = ∂E/∂α; the second (DTC) term grows when the structure's environments are poorly
+represented by the sparse set, i.e. outside the training distribution.
+
+The fitting lives in :mod:`mlpjax.gap` (called by :func:`mlpjax.train.train` for
+``model: gap``); this module holds the configuration and the Flax module, whose parameters
+are {"params": {"alpha": [S, M]}, "gap": {"sparse": [S, M, F], "sparse_mask": [S, M]}}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mlpjax import descriptors
+
+
+@dataclasses.dataclass(frozen=True)
+class GAPConfig:
+    """GAP hyperparameters (the YAML ``model_config:`` block maps 1:1 onto these)."""
+
+    # SOAP (cutoff = the training config's cutoff)
+    n_max: int = 8
+    l_max: int = 4
+    sigma: float = 0.5  # Å, atomic Gaussian width
+    # kernel and sparsification
+    zeta: int = 4  # k = (p · x)^ζ on unit-normalised SOAP vectors
+    n_sparse: int = 500  # sparse environments per element
+    selection: str = "cur"  # "cur" (leverage scores) | "fps" (farthest-point sampling)
+    # regression (noise levels of the data; prior)
+    energy_sigma: float = 0.001  # eV/atom: σ_E of a structure energy is this × √N
+    force_sigma: float = 0.02  # eV/Å per component
+    stress_sigma: float = 0.0  # eV/Å³; 0 = do not fit stresses
+    delta: float = 1.0  # prior std of the per-atom output ε (in units of the energy scale)
+    jitter: float = 1e-8  # added to K_MM's diagonal (relative to its mean diagonal)
+    fit_batch_size: int = 4  # structures per block of the design matrix
+    fit_chunk: int = 64  # position tangents per forward-mode pass (memory ∝ fit_chunk × one energy pass)
+
+    def __post_init__(self):
+        if self.selection not in ("cur", "fps"):
+            raise ValueError(f"GAP selection must be 'cur' or 'fps', got {self.selection!r}")
+        if int(self.zeta) < 1 or self.n_sparse < 1:
+            raise ValueError("GAP needs zeta ≥ 1 and n_sparse ≥ 1")
+
+    def soap_params(self, cutoff: float, num_species: int) -> descriptors.SOAPParams:
+        return descriptors.SOAPParams(r_cut=float(cutoff), n_max=int(self.n_max), l_max=int(self.l_max),
+                                      sigma=float(self.sigma), num_species=num_species, normalize=True)
+
+
+class GAP(nn.Module):
+    """Per-atom (unscaled) energies ε_i from edges. See :func:`mlpjax.models.build`."""
+
+    config: GAPConfig
+    num_species: int
+    cutoff: float  # Å
+    avg_num_neighbors: float = 1.0  # unused
+
+    def features(self, vectors, species, senders, receivers, edge_mask):
+        """Unit-normalised SOAP [n_nodes, F]."""
+        p = self.config.soap_params(self.cutoff, self.num_species)
+        return descriptors.soap(p, vectors, species, senders, receivers, edge_mask)
+
+    @nn.compact
+    def __call__(self, vectors, species, senders, receivers, edge_mask, return_kernel: bool = False):
+        """
+        Args: vectors [n_edges, 3] Å; species [n_nodes] int; senders, receivers [n_edges] int;
+          edge_mask [n_edges] bool; return_kernel: return the kernel rows instead (fitting).
+        Returns: ε [n_nodes] (dimensionless), or with ``return_kernel`` k(p_i, x_{Z_i m}) [n_nodes, M].
+        """
+        x = self.features(vectors, species, senders, receivers, edge_mask)  # [N, F]
+        f, m = x.shape[-1], int(self.config.n_sparse)
+        sparse = self.variable("gap", "sparse", lambda: jnp.zeros((self.num_species, m, f), x.dtype)).value
+        mask = self.variable("gap", "sparse_mask", lambda: jnp.zeros((self.num_species, m), x.dtype)).value
+        sp = jax.lax.stop_gradient(sparse).astype(x.dtype)
+        dots = jnp.einsum("nf,smf->nsm", x, sp)  # against every element's sparse set [N, S, M]
+        dots = jnp.einsum("nsm,ns->nm", dots, jax.nn.one_hot(species, self.num_species, dtype=x.dtype))
+        k = jax.lax.integer_pow(dots, int(self.config.zeta))  # [N, M], own element's sparse set
+        k = k * jax.lax.stop_gradient(mask).astype(x.dtype)[species]
+        alpha = self.param("alpha", nn.initializers.zeros, (self.num_species, m), x.dtype)
+        if return_kernel:
+            return k
+        return jnp.sum(k * alpha.astype(x.dtype)[species], axis=-1)
+
+
+def fit(*args, **kwargs):
+    """Closed-form fit, see :func:`mlpjax.gap.fit` (registry hook used by mlpjax.train.train)."""
+    from mlpjax.gap import fit as _fit
+
+    return _fit(*args, **kwargs)
+
+
+def data_init(pot, params, graphs):
+    """Sparse-point selection on the given structures (see :func:`mlpjax.gap.init_sparse`)."""
+    from mlpjax.gap import init_sparse
+
+    return init_sparse(pot, params, graphs)
