@@ -186,7 +186,7 @@ def main(argv=None) -> int:
         append_results("Descriptor speed: mlpjax vs dscribe",
                        f"`benchmarks/descriptors.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
                        f"(float64; dscribe {env['dscribe']}; per structure; medians after compilation; mlpjax "
-                       "gradient = one reverse-mode pass wᵀ∂G/∂R, dscribe gradient = its full ∂G_i/∂R_j tensor, method="auto").\n\n" + table)
+                       "gradient = one reverse-mode pass wᵀ∂G/∂R, dscribe gradient = its full ∂G_i/∂R_j tensor, method=\"auto\").\n\n" + table)
     return 0
 
 
