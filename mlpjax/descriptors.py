@@ -131,7 +131,8 @@ def _pair_sum(
     table, counts = incoming_edge_table(receivers, active, num_nodes, max_neighbors)  # [N, K]
     filled = table < n_edges
     safe_table = jnp.where(filled, table, 0)
-    # padded slots: a fixed unit-length-free placeholder far from every real neighbour
+    # empty slots hold a finite placeholder 1000 Å away: every cutoff function is 0 there and
+    # no norm or angle divides by zero (the pair mask removes them anyway)
     fill = jnp.asarray([1.0, 0.0, 0.0], vectors.dtype) * 1e3
     v_tab = jnp.where(filled[..., None], vectors[safe_table], fill)  # [N, K, 3]
     r_tab = jnp.where(filled, r[safe_table], 1e3)  # [N, K]

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import flax.linen as nn
 
 from mlpjax import descriptors
-from mlpjax.models.atomic_nets import ElementMLP, FeatureScaling, fit_feature_scaling
+from mlpjax.models.atomic_nets import DescriptorNetwork, data_init  # noqa: F401 (data_init: registry hook)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,29 +56,12 @@ class ANIConfig:
         )
 
 
-class ANI(nn.Module):
+class ANI(DescriptorNetwork):
     """Per-atom (unscaled) energies from edges. See :func:`mlpjax.models.build`."""
 
     config: ANIConfig
-    num_species: int
-    cutoff: float  # Å, the AEV's radial cutoff
-    avg_num_neighbors: float = 1.0  # unused
-
-    def setup(self):
-        self.aev = self.config.aev_params(self.cutoff, self.num_species)
-        self.scaling = FeatureScaling(self.num_species)
-        self.networks = ElementMLP(self.num_species, self.config.hidden, self.config.activation)
 
     def features(self, vectors, species, senders, receivers, edge_mask):
         """Raw AEVs [n_nodes, F] (before the per-element standardisation)."""
-        return descriptors.ani_aev(self.aev, vectors, species, senders, receivers, edge_mask,
-                                   max_neighbors=self.config.max_neighbors)
-
-    def __call__(self, vectors, species, senders, receivers, edge_mask):
-        x = self.features(vectors, species, senders, receivers, edge_mask)
-        return self.networks(self.scaling(x, species), species)
-
-
-def data_init(pot, params, graphs):
-    """Fit the AEV standardisation on the training graphs (called by prepare_potential)."""
-    return fit_feature_scaling(pot, params, graphs)
+        return descriptors.ani_aev(self.config.aev_params(self.cutoff, self.num_species), vectors, species, senders,
+                                receivers, edge_mask, max_neighbors=self.config.max_neighbors)

@@ -133,3 +133,38 @@ def fit_feature_scaling(pot, params, graphs, *, batch_size: int = 32, min_std: f
     out = dict(params)
     out["scaling"] = scaling
     return out
+
+
+class DescriptorNetwork(nn.Module):
+    """Base of the descriptor models: ε_i = NN_{Z_i}((x_i − μ_Z) / s_Z) with x = ``features``.
+
+    Subclasses define :meth:`features` (raw descriptor [n_nodes, F]); the config must have
+    ``hidden`` and ``activation``. Parameter tree: {"params": {"networks": …}, "scaling": {"scaling": …}}.
+    """
+
+    config: object
+    num_species: int
+    cutoff: float  # Å
+    avg_num_neighbors: float = 1.0  # unused (descriptors are plain sums)
+
+    def setup(self):
+        self.scaling = FeatureScaling(self.num_species)
+        self.networks = ElementMLP(self.num_species, self.config.hidden, self.config.activation)
+
+    def features(self, vectors, species, senders, receivers, edge_mask):
+        raise NotImplementedError
+
+    def __call__(self, vectors, species, senders, receivers, edge_mask):
+        """
+        Args:
+          vectors: [n_edges, 3] Å; species: [n_nodes] int; senders, receivers: [n_edges] int;
+          edge_mask: [n_edges] bool.
+        Returns: [n_nodes] per-atom outputs (dimensionless).
+        """
+        x = self.features(vectors, species, senders, receivers, edge_mask)
+        return self.networks(self.scaling(x, species), species)
+
+
+def data_init(pot, params, graphs):
+    """Fit the descriptor standardisation on the training graphs (called by prepare_potential)."""
+    return fit_feature_scaling(pot, params, graphs)

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import flax.linen as nn
 
 from mlpjax import descriptors
-from mlpjax.models.atomic_nets import ElementMLP, FeatureScaling, fit_feature_scaling
+from mlpjax.models.atomic_nets import DescriptorNetwork, data_init  # noqa: F401 (data_init: registry hook)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,36 +53,12 @@ class BPNNConfig:
         return grid
 
 
-class BPNN(nn.Module):
+class BPNN(DescriptorNetwork):
     """Per-atom (unscaled) energies from edges. See :func:`mlpjax.models.build`."""
 
     config: BPNNConfig
-    num_species: int
-    cutoff: float  # Å
-    avg_num_neighbors: float = 1.0  # unused (the descriptor is a plain sum)
-
-    def setup(self):
-        self.acsf = self.config.acsf_params(self.cutoff, self.num_species)
-        self.scaling = FeatureScaling(self.num_species)
-        self.networks = ElementMLP(self.num_species, self.config.hidden, self.config.activation)
 
     def features(self, vectors, species, senders, receivers, edge_mask):
         """Raw symmetry functions [n_nodes, F] (before the per-element standardisation)."""
-        return descriptors.acsf(self.acsf, vectors, species, senders, receivers, edge_mask,
-                                max_neighbors=self.config.max_neighbors)
-
-    def __call__(self, vectors, species, senders, receivers, edge_mask):
-        """
-        Args:
-          vectors: [n_edges, 3] Å; species: [n_nodes] int; senders, receivers: [n_edges] int;
-          edge_mask: [n_edges] bool.
-        Returns: [n_nodes] per-atom outputs (dimensionless).
-        """
-        x = self.features(vectors, species, senders, receivers, edge_mask)
-        return self.networks(self.scaling(x, species), species)
-
-
-def data_init(pot, params, graphs):
-    """Fit the descriptor standardisation on the training graphs (called by prepare_potential)."""
-    return fit_feature_scaling(pot, params, graphs)
-
+        return descriptors.acsf(self.config.acsf_params(self.cutoff, self.num_species), vectors, species, senders,
+                                receivers, edge_mask, max_neighbors=self.config.max_neighbors)
