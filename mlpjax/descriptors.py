@@ -505,6 +505,13 @@ class SOAPParams:
     with it, the numbers equal ``dscribe.descriptors.SOAP(rbf="gto", compression off)``
     (tests/test_descriptors.py). Layout (dscribe's): for species pairs Z1 ≤ Z2 (sorted Z), the
     block of (l, n, n') with n' fastest, n ≤ n' when Z1 = Z2.
+
+    ``radial_scaling = (c, r0, m)`` multiplies each neighbour's weight by
+    u(r) = c / (c + (r / r0)^m) (Willatt, Musil & Ceriotti, PCCP 20, 29661 (2018); librascal /
+    featomic's "Willatt2018" scaling); the centre atom keeps weight 1. It down-weights the many
+    distant neighbours, which otherwise dominate the power spectrum of dense materials. ``None``
+    (default) = no scaling (dscribe's descriptor). (On rMD17 ethanol, a molecule that fits inside
+    one cutoff, (1, 2 Å, 7) and (1, 3 Å, 6) made a GAP worse: 64 → 76 meV/Å on 300 structures.)
     """
 
     r_cut: float  # Å
@@ -514,8 +521,14 @@ class SOAPParams:
     num_species: int
     envelope: str = "cosine"  # "cosine" | "none" (dscribe)
     normalize: bool = False  # divide each atom's vector by its Euclidean norm
+    radial_scaling: tuple[float, float, float] | None = None  # (c, r0 [Å], m): u(r) = c / (c + (r/r0)^m)
 
     def __post_init__(self):
+        if self.radial_scaling is not None:
+            rs = tuple(float(v) for v in self.radial_scaling)
+            if len(rs) != 3 or rs[0] <= 0 or rs[1] <= 0 or rs[2] < 0:
+                raise ValueError(f"SOAP radial_scaling must be (c > 0, r0 > 0, m ≥ 0), got {self.radial_scaling!r}")
+            object.__setattr__(self, "radial_scaling", rs)
         if self.envelope not in ("cosine", "none"):
             raise ValueError(f"SOAP envelope must be 'cosine' or 'none', got {self.envelope!r}")
         if self.n_max < 1 or self.l_max < 0 or self.sigma <= 0:
@@ -594,6 +607,9 @@ def soap(
         weight = cosine_cutoff(r, params.r_cut) * active
     else:
         weight = active.astype(dtype)
+    if params.radial_scaling is not None:
+        c_rs, r0_rs, m_rs = params.radial_scaling
+        weight = weight * (c_rs / (c_rs + (r / r0_rs) ** m_rs))
     coef_np, decay_np = _soap_radial_table(params)
     coef, decay = jnp.asarray(coef_np, dtype), jnp.asarray(decay_np, dtype)
     radial = jnp.einsum("lnk,elk->eln", coef, jnp.exp(-decay[None] * (r**2)[:, None, None]))  # [E, L+1, n]

@@ -153,14 +153,15 @@ def ethanol_edges():
     return atoms.get_positions(), species, jnp.asarray(e.senders), jnp.asarray(e.receivers)
 
 
-@pytest.mark.parametrize("fn", ["acsf", "ani_aev", "soap"])
+@pytest.mark.parametrize("fn", ["acsf", "ani_aev", "soap", "soap_scaled"])
 def test_descriptor_gradient_matches_finite_differences(ethanol_edges, fn):
     pos, species, snd, rcv = ethanol_edges
     if fn == "acsf":
         p = D.ACSFParams(cutoff=RC, num_species=3, g2=G2, g4=G4[:1], g5=G5[:1])
         f = lambda v: D.acsf(p, v, species, snd, rcv, jnp.ones(len(snd), bool), max_neighbors=10)  # noqa: E731
-    elif fn == "soap":
-        p = D.SOAPParams(r_cut=RC, n_max=3, l_max=3, sigma=0.5, num_species=3, normalize=True)
+    elif fn.startswith("soap"):
+        p = D.SOAPParams(r_cut=RC, n_max=3, l_max=3, sigma=0.5, num_species=3, normalize=True,
+                         radial_scaling=(1.0, 2.0, 7.0) if fn == "soap_scaled" else None)
         f = lambda v: D.soap(p, v, species, snd, rcv, jnp.ones(len(snd), bool))  # noqa: E731
     else:
         p = D.AEVParams(num_species=3, radial_cutoff=RC, radial_shifts=(0.9, 2.0), angular_shifts=(1.0, 2.0),

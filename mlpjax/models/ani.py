@@ -38,6 +38,9 @@ class ANIConfig:
     n_sections: int = 8  # θ_s = (2k + 1) π / (2 n_sections)
     # slots per atom for neighbours within the angular cutoff; more → NaN, never a silent drop
     max_neighbors: int = 32
+    # standardisation: scale by max(std, feature_std_floor × RMS std of the element's features),
+    # so nearly constant features (far Gaussian tails) are not blown up into memorisable noise
+    feature_std_floor: float = 0.01
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))

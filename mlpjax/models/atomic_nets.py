@@ -80,7 +80,8 @@ class FeatureScaling(nn.Module):
         return (x - m[species]) * s[species]
 
 
-def fit_feature_scaling(pot, params, graphs, *, batch_size: int = 32, min_std: float = 1e-6):
+def fit_feature_scaling(pot, params, graphs, *, batch_size: int = 32, min_std: float = 1e-6,
+                        rel_std_floor: float | None = None):
     """Per-element mean and 1/std of the descriptor over all training atoms.
 
     Args:
@@ -88,6 +89,12 @@ def fit_feature_scaling(pot, params, graphs, *, batch_size: int = 32, min_std: f
         parameters ({"params": …, "scaling": …}); graphs: training :class:`AtomGraph` s.
       min_std: features whose standard deviation is below this (e.g. a species pair that
         never occurs) get inv_std = 1 instead of a huge factor.
+      rel_std_floor: the std used for scaling is at least this fraction of the element's RMS
+        feature std (default: the model config's ``feature_std_floor``). Without it a feature
+        that is almost constant on the training data (the far tail of a radial Gaussian, std
+        1e-6) is multiplied by 1e6: its round-off-sized
+        variations become inputs of size one, which the network memorises (rMD17 ethanol,
+        ANI: training loss 100× below the validation loss, validation stuck at 36 meV/Å).
     Returns: ``params`` with the ``"scaling"`` collection replaced (float64 statistics cast
     to the parameters' dtype).
     """
@@ -96,6 +103,8 @@ def fit_feature_scaling(pot, params, graphs, *, batch_size: int = 32, min_std: f
 
     module = models.build_module(pot.model, pot.model_config, num_species=len(pot.species), cutoff=pot.cutoff,
                                  avg_num_neighbors=pot.avg_num_neighbors)
+    if rel_std_floor is None:
+        rel_std_floor = float(module.config.feature_std_floor)
 
     @jax.jit
     def features(params, vectors, species, senders, receivers, edge_mask):
@@ -126,7 +135,8 @@ def fit_feature_scaling(pot, params, graphs, *, batch_size: int = 32, min_std: f
     cnt = np.maximum(n, 1)[:, None]
     mean = sums / cnt
     std = np.sqrt(np.maximum(sq / cnt - mean**2, 0.0))
-    inv = np.where(std > min_std, 1.0 / np.maximum(std, min_std), 1.0)
+    floor = np.maximum(rel_std_floor * np.sqrt(np.mean(std**2, axis=1, keepdims=True)), min_std)  # [S, 1]
+    inv = np.where(std > min_std, 1.0 / np.maximum(std, floor), 1.0)
     scaling = dict(params["scaling"])
     key = next(iter(scaling))
     scaling[key] = {"mean": jnp.asarray(mean, scaling[key]["mean"].dtype), "inv_std": jnp.asarray(inv, scaling[key]["inv_std"].dtype)}

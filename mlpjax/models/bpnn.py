@@ -36,6 +36,9 @@ class BPNNConfig:
     g5: tuple[tuple[float, float, float], ...] = ()  # (η Å⁻², ζ, λ)
     # angular-term slots per atom: more neighbours within the cutoff → NaN (never a silent drop)
     max_neighbors: int = 96
+    # standardisation: scale by max(std, feature_std_floor × RMS std of the element's features),
+    # so nearly constant features (far Gaussian tails) are not blown up into memorisable noise
+    feature_std_floor: float = 0.01
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))

@@ -50,6 +50,9 @@ class GAPConfig:
     n_max: int = 8
     l_max: int = 4
     sigma: float = 0.5  # Å, atomic Gaussian width
+    envelope: str = "cosine"  # neighbour weight: "cosine" (smooth at the cutoff) | "none" (dscribe; not smooth)
+    # (c, r0 Å, m): neighbour weight × c / (c + (r/r0)^m), see descriptors.SOAPParams; null = none
+    radial_scaling: tuple[float, float, float] | None = None
     # kernel and sparsification
     zeta: int = 4  # k = (p · x)^ζ on unit-normalised SOAP vectors
     n_sparse: int = 500  # sparse environments per element
@@ -64,6 +67,8 @@ class GAPConfig:
     fit_chunk: int = 64  # position tangents per forward-mode pass (memory ∝ fit_chunk × one energy pass)
 
     def __post_init__(self):
+        if self.radial_scaling is not None:
+            object.__setattr__(self, "radial_scaling", tuple(float(v) for v in self.radial_scaling))
         if self.selection not in ("cur", "fps"):
             raise ValueError(f"GAP selection must be 'cur' or 'fps', got {self.selection!r}")
         if int(self.zeta) < 1 or self.n_sparse < 1:
@@ -71,7 +76,8 @@ class GAPConfig:
 
     def soap_params(self, cutoff: float, num_species: int) -> descriptors.SOAPParams:
         return descriptors.SOAPParams(r_cut=float(cutoff), n_max=int(self.n_max), l_max=int(self.l_max),
-                                      sigma=float(self.sigma), num_species=num_species, normalize=True)
+                                      sigma=float(self.sigma), num_species=num_species, normalize=True,
+                                      envelope=str(self.envelope), radial_scaling=self.radial_scaling)
 
 
 class GAP(nn.Module):
