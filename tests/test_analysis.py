@@ -8,6 +8,7 @@ Einstein relation on a Langevin (Ornstein–Uhlenbeck) trajectory. CLI: `mlpjax 
 """
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from ase.geometry.rdf import get_rdf
 
 from mlpjax.analysis import (
     RDF,
+    analyze_trajectory,
     coordination_number,
     cutoff_from_rdf,
     diffusion_coefficient,
@@ -378,3 +380,99 @@ def test_green_kubo_agrees_with_msd_slope_on_langevin_trajectory():
     assert spec.intensity[0] == pytest.approx(dt * (c[0] + 2 * c[1:].sum()), rel=1e-9)
     assert spec.intensity[0] / 6 == pytest.approx(d_gk, rel=1e-3)
 
+
+# ============================================================================== CLI
+def _write_tiny_md(path, *, periodic=True, n_frames=24):
+    """A short Cu/Ni 'trajectory' with time_ps and velocities, written as extxyz."""
+    from ase.io import write
+
+    rng = np.random.default_rng(13)
+    base = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    base.numbers[::4] = 28
+    frames = []
+    x = base.positions.copy()
+    for k in range(n_frames):
+        v = rng.normal(0, 5.0, x.shape)  # Å/ps
+        x = x + v * 0.005 + rng.normal(0, 0.02, x.shape)
+        a = base.copy()
+        a.positions = x
+        a.set_velocities(v / (1e3 * __import__("ase").units.fs))  # Å/ps → ASE units
+        if periodic:
+            a.wrap()
+        else:
+            a.pbc = False
+            a.cell = np.zeros((3, 3))
+        a.info["time_ps"] = 0.005 * k
+        frames.append(a)
+    write(path, frames, format="extxyz")
+    return frames
+
+
+def test_cli_analyze_writes_json_and_plots(tmp_path, capsys):
+    from mlpjax.cli import main
+
+    traj = tmp_path / "md.extxyz"
+    _write_tiny_md(traj)
+    out = tmp_path / "ana"
+    assert main(["analyze", str(traj), "--rdf", "--msd", "--vacf", "--r-max", "5.0", "--output", str(out)]) == 0
+    nums = json.loads((out / "analysis.json").read_text())
+    assert {"rdf", "msd", "vacf", "n_frames", "n_atoms", "species"} <= nums.keys()
+    assert nums["n_frames"] == 24 and nums["species"] == ["Ni", "Cu"]
+    g = nums["rdf"]
+    for key in ("first_peak_A", "first_minimum_A", "coordination_number", "cutoff_first_minimum_A", "cutoff_third_peak_A"):
+        assert key in g
+    assert 2.3 < g["first_peak_A"] < 2.8 and 2.6 < g["cutoff_first_minimum_A"] < 3.5
+    assert set(g["partial"]) == {"Ni-Ni", "Ni-Cu", "Cu-Cu"}
+    m = nums["msd"]
+    for key in ("D_A2_per_ps", "D_err_A2_per_ps", "D_cm2_per_s", "D_err_cm2_per_s", "dt_ps"):
+        assert key in m
+    assert m["dt_ps"] == pytest.approx(0.005) and m["D_A2_per_ps"] > 0 and set(m["per_species"]) == {"Ni", "Cu"}
+    assert {"spectrum_peak_THz", "spectrum_peak_cm1", "D_green_kubo_A2_per_ps"} <= nums["vacf"].keys()
+    for name in ("rdf.png", "msd.png", "vacf.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    curves = np.load(out / "analysis.npz")
+    assert curves["msd_A2"].shape == (24,) and curves["rdf_g"].shape == (120,)
+    assert "D =" in capsys.readouterr().out
+
+
+def test_cli_analyze_timestep_flag_and_python_api_agree(tmp_path):
+    from ase.io import read
+
+    from mlpjax.cli import main
+
+    traj = tmp_path / "md.extxyz"
+    frames = _write_tiny_md(traj)
+    for f in frames:
+        del f.info["time_ps"]
+    api = analyze_trajectory(read(traj, ":"), what=("msd",), dt_ps=0.005)["numbers"]["msd"]
+    assert main(["analyze", str(traj), "--msd", "--timestep-fs", "5", "--output", str(tmp_path / "a")]) == 0
+    cli = json.loads((tmp_path / "a" / "analysis.json").read_text())["msd"]
+    assert cli["D_A2_per_ps"] == pytest.approx(api["D_A2_per_ps"], rel=1e-12)
+    assert not (tmp_path / "a" / "rdf.png").exists()
+
+
+def test_cli_analyze_clear_errors(tmp_path, capsys):
+    from mlpjax.cli import main
+
+    empty = tmp_path / "empty.xyz"
+    empty.write_text("")
+    assert main(["analyze", str(empty), "--output", str(tmp_path / "x")]) == 2
+    assert "empty.xyz" in capsys.readouterr().err
+
+    cluster = tmp_path / "cluster.extxyz"
+    _write_tiny_md(cluster, periodic=False, n_frames=6)
+    assert main(["analyze", str(cluster), "--rdf", "--output", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert "cluster.extxyz" in err and "periodic" in err
+    # free-boundary frames still give an MSD (no unwrapping needed)
+    assert main(["analyze", str(cluster), "--msd", "--output", str(tmp_path / "z")]) == 0
+
+
+def test_cli_analyze_help(capsys):
+    from mlpjax.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: mlpjax analyze" in out and "--timestep-fs" in out
