@@ -67,6 +67,12 @@ def test_rdf_matches_ase(hot_cu_frames):
     # ASE ≥ 3.27 normalises with the exact shell volume too (and bins (r, r+dr] instead of
     # [r, r+dr), which differs only for distances exactly on a bin edge).
     np.testing.assert_allclose(ours.g, ref, rtol=1e-10, atol=1e-12)
+    # the older per-image interface (deprecated in ASE 3.28, a wrapper of get_rdf that refuses partial g(r))
+    from ase.geometry.analysis import Analysis
+
+    with pytest.warns(FutureWarning, match="get_rdf"):
+        per_image = Analysis(hot_cu_frames).get_rdf(r_max, n_bins)
+    np.testing.assert_allclose(ours.g, np.mean(per_image, axis=0), rtol=1e-10, atol=1e-12)
 
 
 def test_fcc_coordination_is_twelve(hot_cu_frames):
