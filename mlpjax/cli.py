@@ -1,8 +1,8 @@
-"""Command-line interface: ``mlpjax train | evaluate | md | data``.
+"""Command-line interface: ``mlpjax train | evaluate | md | analyze | data``.
 
 Every sub-command is a thin layer over the Python API (mlpjax.train.train,
-mlpjax.validate.metrics, mlpjax.md.simulate, mlpjax.datasets), so scripts and the
-CLI do the same thing. ``mlpjax SUBCOMMAND --help`` documents each.
+mlpjax.validate.metrics, mlpjax.md.simulate, mlpjax.analysis, mlpjax.datasets), so
+scripts and the CLI do the same thing. ``mlpjax SUBCOMMAND --help`` documents each.
 """
 
 from __future__ import annotations
@@ -147,6 +147,81 @@ def _cmd_md(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- analyze
+def _cmd_analyze(args) -> int:
+    import ase.io
+    import numpy as np
+
+    from mlpjax.analysis import analyze_trajectory, write_analysis
+    from mlpjax.data import DataError
+
+    path = args.trajectory
+    try:
+        frames = ase.io.read(path, index=":")
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # ASE raises a different type per format
+        raise DataError(f"cannot read the trajectory ({type(err).__name__}: {err})", source=path) from err
+    frames = frames[args.skip :]
+    if not frames:
+        raise DataError(f"no frames to analyse ({args.skip} skipped)", source=path)
+    what = [w for w in ("rdf", "msd", "vacf") if getattr(args, w)]
+    if not what:  # nothing asked: everything the trajectory allows
+        what = ["rdf"] if all(np.all(a.pbc) for a in frames) else []
+        if len(frames) >= 4:
+            what.append("msd")
+            if all(a.has("momenta") for a in frames):
+                what.append("vacf")
+        if not what:
+            raise DataError("nothing to analyse: the frames are not periodic (no g(r)) and fewer than 4 (no MSD)", source=path)
+    if "rdf" in what:
+        bad = next((k for k, a in enumerate(frames) if not np.all(a.pbc)), None)
+        if bad is not None:
+            raise DataError(
+                f"--rdf needs periodic frames, but pbc = {frames[bad].pbc.tolist()}: g(r) of a finite cluster has no "
+                "density to normalise by; drop --rdf or give a periodic trajectory",
+                source=path,
+                frame=bad + args.skip,
+            )
+    dt_ps = args.timestep_fs * 1e-3 if args.timestep_fs is not None else None
+    print(f"mlpjax analyze: {len(frames)} frames of {len(frames[0])} atoms from {path}; {', '.join(what)}", flush=True)
+    try:
+        result = analyze_trajectory(
+            frames, what=what, species=args.species, r_max=args.r_max, n_bins=args.n_bins, dt_ps=dt_ps, fit_range=tuple(args.fit_range), n_blocks=args.n_blocks
+        )
+    except ValueError as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(str(err), source=path) from err
+    nums = result["numbers"]
+    fmt = lambda x, spec=".3f": "n/a" if x is None else format(x, spec)  # noqa: E731
+    if "rdf" in nums:
+        g = nums["rdf"]
+        print(
+            f"g(r): first peak {fmt(g['first_peak_A'])} Å, first minimum {fmt(g['first_minimum_A'])} Å, "
+            f"coordination {fmt(g['coordination_number'], '.2f')}; cutoff estimates: first minimum "
+            f"{fmt(g['cutoff_first_minimum_A'], '.2f')} Å, third peak {fmt(g['cutoff_third_peak_A'], '.2f')} Å"
+        )
+        for note in g["notes"]:
+            print(f"  note: {note}")
+    if "msd" in nums:
+        m = nums["msd"]
+        err = "" if m["D_err_A2_per_ps"] is None else f" ± {m['D_err_A2_per_ps']:.3g}"
+        print(
+            f"MSD: D = {m['D_A2_per_ps']:.4g}{err} Å²/ps ({m['D_cm2_per_s']:.3g} cm²/s), "
+            f"fit over {m['fit_start_ps']:g}–{m['fit_end_ps']:g} ps, {m['n_blocks']} blocks"
+        )
+    if "vacf" in nums:
+        v = nums["vacf"]
+        print(
+            f"VACF: spectrum peak {fmt(v['spectrum_peak_THz'], '.2f')} THz ({fmt(v['spectrum_peak_cm1'], '.0f')} cm⁻¹); "
+            f"Green–Kubo D = {v['D_green_kubo_A2_per_ps']:.4g} Å²/ps"
+        )
+    for k, p in sorted(write_analysis(result, args.output).items()):
+        print(f"  {k}: {p}")
+    return 0
+
+
 # ------------------------------------------------------------------------------ data
 def _cmd_data(args) -> int:
     from mlpjax.data import write_extxyz
@@ -227,6 +302,26 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--float64", action="store_true")
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(func=_cmd_md)
+
+    a = sub.add_parser(
+        "analyze",
+        help="g(r), MSD/diffusion and VACF/spectrum of a trajectory",
+        description="Structure and dynamics of TRAJ: writes DIR/analysis.json (numbers), DIR/analysis.npz (curves) "
+        "and DIR/{rdf,msd,vacf}.png. Without --rdf/--msd/--vacf, everything the trajectory allows.",
+    )
+    a.add_argument("trajectory", help="any file ASE reads (all frames; extxyz from `mlpjax md` carries time_ps and velocities)")
+    a.add_argument("--rdf", action="store_true", help="g(r), partial g(r), coordination number and cutoff estimates (periodic frames)")
+    a.add_argument("--msd", action="store_true", help="MSD of the unwrapped trajectory and the diffusion coefficient with block errors")
+    a.add_argument("--vacf", action="store_true", help="velocity autocorrelation, its spectrum and the Green–Kubo D (frames with velocities)")
+    a.add_argument("--species", nargs="+", metavar="SYMBOL", help="partial g(r) for every pair of these and per-species MSD (default: all, if several)")
+    a.add_argument("--r-max", type=float, default=6.0, help="g(r) range, Å (default 6)")
+    a.add_argument("--n-bins", type=int, default=120, help="g(r) bins (default 120)")
+    a.add_argument("--timestep-fs", type=float, help="time between successive frames, fs (default: from the frames' info['time_ps'])")
+    a.add_argument("--skip", type=int, default=0, help="drop this many leading frames (equilibration)")
+    a.add_argument("--fit-range", type=float, nargs=2, default=(0.1, 0.5), metavar=("START", "END"), help="MSD fit window as fractions of the longest lag (default 0.1 0.5)")
+    a.add_argument("--n-blocks", type=int, default=5, help="blocks for the error of D (default 5)")
+    a.add_argument("--output", default="analysis", help="output directory (default ./analysis)")
+    a.set_defaults(func=_cmd_analyze)
 
     d = sub.add_parser("data", help="make a reference data set", description="Make a labelled data set (emt-cu: fcc Cu with ASE's EMT).")
     d.add_argument("kind", choices=["emt-cu"])
