@@ -93,6 +93,12 @@ def _cmd_evaluate(args) -> int:
 
 
 # -------------------------------------------------------------------------------- md
+def _density_g_cm3(atoms, volume_A3: float) -> float:
+    from ase import units
+
+    return float(atoms.get_masses().sum() / units.mol / (volume_A3 * 1e-24))
+
+
 def _cmd_md(args) -> int:
     from mlpjax import load
     from mlpjax.data import read_structure
@@ -103,11 +109,16 @@ def _cmd_md(args) -> int:
     structure = read_structure(args.structure, index=args.index).to_atoms()
     if args.supercell:
         structure = supercell(structure, tuple(args.supercell))
-    if args.ensemble == "nvt" and args.temperature is None:
-        raise SystemExit("mlpjax md: --ensemble nvt needs --temperature K")
+    if args.ensemble != "nve" and args.temperature is None:
+        raise SystemExit(f"mlpjax md: --ensemble {args.ensemble} needs --temperature K")
     cfg = MDConfig(
         ensemble=args.ensemble,
         temperature_K=args.temperature if args.temperature is not None else 300.0,
+        temperature_final_K=args.temperature_final,
+        pressure_GPa=args.pressure,
+        pressure_final_GPa=args.pressure_final,
+        thermostat_tau_fs=args.thermostat_tau,
+        barostat_tau_fs=args.barostat_tau,
         timestep_fs=args.timestep,
         steps=args.steps,
         log_every=args.log_every,
@@ -122,7 +133,8 @@ def _cmd_md(args) -> int:
         flush=True,
     )
     t0 = time.perf_counter()
-    result = simulate(pot, structure, cfg, trajectory=args.output, log=args.log, progress=not args.quiet)
+    result = simulate(pot, structure, cfg, trajectory=args.output, log=args.log, progress=not args.quiet,
+                      restart=args.restart, restart_out=args.restart_out, restart_every=args.restart_every)
     wall = time.perf_counter() - t0
     th = result.thermo
     n = len(structure)
@@ -131,6 +143,9 @@ def _cmd_md(args) -> int:
         f"done: {result.steps_done} steps, {th['time_ps'][-1]:g} ps; final E_pot {th['E_pot_eV'][-1]:.4f} eV "
         f"({th['E_pot_eV'][-1] / n:.5f} eV/atom), T {th['T_K'][-1]:.1f} K, <T> (second half) {th['T_K'][half:].mean():.1f} K"
     )
+    if cfg.ensemble == "npt":
+        print(f"<P> (second half) {th['P_GPa'][half:].mean():.3f} GPa, <V> {th['V_A3'][half:].mean():.2f} Å³ "
+              f"({th['V_A3'][half:].mean() / n:.4f} Å³/atom, density {_density_g_cm3(structure, th['V_A3'][half:].mean()):.4f} g/cm³)")
     if cfg.ensemble == "nve" and len(th["time_ps"]) > 1:
         import numpy as np
 
@@ -141,7 +156,7 @@ def _cmd_md(args) -> int:
         f"{t['steps_per_s']:.2f} steps/s ({t['steps_per_s'] * n:.3g} atom-steps/s) after {t['compile_s']:.1f} s compilation; "
         f"neighbour list {result.neighbor_capacity} pairs, {result.n_neighbor_reallocations} reallocation(s); wall {wall:.1f} s"
     )
-    for label, path in (("trajectory", args.output), ("thermo log", args.log)):
+    for label, path in (("trajectory", args.output), ("thermo log", args.log), ("restart", args.restart_out)):
         if path:
             print(f"  {label}: {path}")
     return 0
@@ -284,16 +299,28 @@ def build_parser() -> argparse.ArgumentParser:
     label_keys(e)
     e.set_defaults(func=_cmd_evaluate)
 
-    m = sub.add_parser("md", help="molecular dynamics with jax-md", description="NVE or NVT (Langevin) MD of STRUCTURE with MODEL in jax-md.")
+    m = sub.add_parser("md", help="molecular dynamics with jax-md",
+                       description="NVE, NVT (Langevin or Nosé–Hoover chain) or NPT (Nosé–Hoover, isotropic) MD of "
+                       "STRUCTURE with MODEL in jax-md. Periodic cells narrower than 2 (cutoff + skin) run exactly "
+                       "through their periodic images.")
     m.add_argument("model")
     m.add_argument("structure", help="any file ASE reads (the last frame is used unless --index)")
     m.add_argument("--index", type=int, default=-1)
-    m.add_argument("--ensemble", choices=["nve", "nvt"], default="nve")
-    m.add_argument("--temperature", type=float, help="K (initial velocities; NVT target)")
+    m.add_argument("--ensemble", choices=["nve", "nvt", "nvt_nh", "npt"], default="nve",
+                   help="nvt = Langevin (BAOAB), nvt_nh = Nosé–Hoover chain, npt = Nosé–Hoover thermostat + barostat")
+    m.add_argument("--temperature", type=float, help="K (initial velocities; NVT/NPT target)")
+    m.add_argument("--temperature-final", type=float, help="K: ramp the target linearly to this over the run")
+    m.add_argument("--pressure", type=float, default=0.0, help="GPa, NPT target")
+    m.add_argument("--pressure-final", type=float, help="GPa: ramp the NPT target linearly to this over the run")
+    m.add_argument("--thermostat-tau", type=float, help="fs, Nosé–Hoover thermostat time scale (default 100 steps)")
+    m.add_argument("--barostat-tau", type=float, help="fs, Nosé–Hoover barostat time scale (default 1000 steps)")
+    m.add_argument("--restart", help="continue from this restart file (--steps is the total; appends to --output/--log)")
+    m.add_argument("--restart-out", help="write a restart file here at the end (and every --restart-every steps)")
+    m.add_argument("--restart-every", type=int, help="steps between restart files")
     m.add_argument("--timestep", type=float, default=1.0, help="fs")
     m.add_argument("--steps", type=int, required=True)
     m.add_argument("--supercell", type=int, nargs=3, metavar=("NA", "NB", "NC"))
-    m.add_argument("--output", help="trajectory (extxyz)")
+    m.add_argument("--output", help="trajectory: *.traj = ASE trajectory, otherwise extxyz")
     m.add_argument("--log", help="thermo CSV")
     m.add_argument("--traj-every", type=int, default=100)
     m.add_argument("--log-every", type=int, default=10)

@@ -47,6 +47,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
+import json
 import math
 import os
 import sys
@@ -88,12 +89,34 @@ class NeighborListOverflowError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- config
+ENSEMBLES = ("nve", "nvt", "nvt_nh", "npt")
+def _gpa_per_ev_a3() -> float:
+    from ase import units
+
+    return 1.0 / units.GPa  # 160.2176… GPa per eV/Å³
+
+
+EV_PER_A3_IN_GPA = _gpa_per_ev_a3()
+
+
 @dataclasses.dataclass(frozen=True)
 class MDConfig:
     """Settings of one MD run (units in the field names)."""
 
-    ensemble: str = "nve"  # "nve" (velocity Verlet) | "nvt" (BAOAB Langevin, jax_md.simulate.nvt_langevin)
-    temperature_K: float = 300.0  # initial Maxwell–Boltzmann temperature; NVT target
+    # "nve" (velocity Verlet) | "nvt" (BAOAB Langevin, jax_md.simulate.nvt_langevin) |
+    # "nvt_nh" (Nosé–Hoover chain, jax_md.simulate.nvt_nose_hoover) |
+    # "npt" (isotropic Nosé–Hoover barostat + thermostat chains, jax_md.simulate.npt_nose_hoover)
+    ensemble: str = "nve"
+    temperature_K: float = 300.0  # initial Maxwell–Boltzmann temperature; NVT/NPT target (start of a ramp)
+    temperature_final_K: float | None = None  # NVT/NPT: target ramps linearly to this over the run
+    pressure_GPa: float = 0.0  # NPT target pressure (start of a ramp)
+    pressure_final_GPa: float | None = None  # NPT: target ramps linearly to this over the run
+    thermostat_tau_fs: float | None = None  # Nosé–Hoover thermostat time scale (None: 100 timesteps, jax-md's default)
+    barostat_tau_fs: float | None = None  # Nosé–Hoover barostat time scale (None: 1000 timesteps, jax-md's default)
+    chain_length: int = 5  # Nosé–Hoover chain length
+    # periodic cells narrower than 2 (cutoff + skin): simulate them exactly through an internal
+    # supercell of their periodic images (see build_system); False = raise instead
+    multi_image: bool = True
     timestep_fs: float = 1.0
     steps: int = 1000
     chunk_steps: int = 100  # steps per jitted chunk (rounded up to a multiple of the record interval)
@@ -112,8 +135,16 @@ class MDConfig:
     max_reallocations_per_chunk: int = 5
 
     def __post_init__(self):
-        if self.ensemble not in ("nve", "nvt"):
-            raise ValueError(f"ensemble must be 'nve' or 'nvt', got {self.ensemble!r}")
+        if self.ensemble not in ENSEMBLES:
+            raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLES)}, got {self.ensemble!r}")
+        if self.temperature_final_K is not None and not self.temperature_final_K >= 0:
+            raise ValueError(f"temperature_final_K must be >= 0, got {self.temperature_final_K}")
+        for name in ("thermostat_tau_fs", "barostat_tau_fs"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ValueError(f"{name} must be positive, got {v}")
+        if self.chain_length < 1:
+            raise ValueError(f"chain_length must be >= 1, got {self.chain_length}")
         for name in ("steps", "chunk_steps", "log_every", "traj_every"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < (0 if name == "steps" else 1):
@@ -155,7 +186,22 @@ class MDConfig:
 
     @property
     def temperature_limit_K(self) -> float:
-        return max(self.max_temperature_factor * self.temperature_K, self.max_temperature_floor_K)
+        t_max = max(self.temperature_K, self.temperature_final_K or 0.0)
+        return max(self.max_temperature_factor * t_max, self.max_temperature_floor_K)
+
+    def kT_at(self, step):
+        """Target kT (eV) at ``step`` (linear ramp from temperature_K to temperature_final_K over ``steps``)."""
+        from ase import units
+
+        t1 = self.temperature_K if self.temperature_final_K is None else self.temperature_final_K
+        frac = step / max(self.steps, 1)
+        return units.kB * (self.temperature_K + (t1 - self.temperature_K) * frac)
+
+    def pressure_at(self, step):
+        """Target pressure (eV/Å³) at ``step`` (linear ramp, like :meth:`kT_at`)."""
+        p1 = self.pressure_GPa if self.pressure_final_GPa is None else self.pressure_final_GPa
+        frac = step / max(self.steps, 1)
+        return (self.pressure_GPa + (p1 - self.pressure_GPa) * frac) / EV_PER_A3_IN_GPA
 
     def resolved_dtype(self):
         x64 = bool(jax.config.jax_enable_x64)
@@ -181,6 +227,7 @@ class MDResult:
     last_good_frame: Any  # ase.Atoms: the last checked frame (the final one for a finished run)
     steps_done: int
     timings: dict  # compile_s, run_s, chunk_s (list), steps_per_s (median over chunks after the first)
+    final_state: Any = None  # the jax-md integrator state at the end (simulation coordinates)
 
 
 # ----------------------------------------------------------------------------- cells
@@ -239,14 +286,44 @@ class MDSystem:
     rotation: np.ndarray  # vectors: x_input = x_sim @ rotation
     displacement_fn: Callable
     shift_fn: Callable
-    energy_fn: Callable  # (R, neighbor) -> eV
-    force_fn: Callable  # (R, neighbor) -> eV/Å (Cartesian, simulation frame)
-    neighbor_fn: Any  # jax-md NeighborListFns
+    energy_fn: Callable  # (R, neighbor, box=None, perturbation=None) -> eV (per simulated cell)
+    force_fn: Callable  # (R, neighbor, box=None) -> eV/Å (Cartesian, simulation frame)
+    neighbor_fn: Any  # jax-md NeighborListFns (over the image supercell when repeats != (1, 1, 1))
     dtype: Any
+    repeats: tuple = (1, 1, 1)  # multi-image: the neighbour list and energy run over this supercell of images
+    image_shifts: Any = None  # [C, 3] integer image offsets (multi-image), else None
+    nbr_displacement_fn: Callable | None = None  # displacement of the neighbour-list space (supercell)
 
     @property
     def n_atoms(self) -> int:
         return int(self.numbers.shape[0])
+
+    @property
+    def n_copies(self) -> int:
+        return int(np.prod(self.repeats))
+
+    def expand(self, R):
+        """Simulation coordinates of the cell → those of the image supercell (multi-image), else R.
+
+        s_super = (s + n) / repeats for every image offset n. The derivative is defined as the
+        tiling of the tangent (no 1/repeats): jax-md's periodic_general treats tangents of
+        fractional coordinates as Cartesian, and a Cartesian displacement of an atom moves all
+        its images by the same Cartesian amount."""
+        if self.image_shifts is None:
+            return R
+        return _expand_images(R, jnp.asarray(self.image_shifts, R.dtype), jnp.asarray(self.repeats, R.dtype))
+
+    def super_box(self, box):
+        """The image supercell's box (jax-md convention: columns are lattice vectors)."""
+        if self.image_shifts is None or box is None:
+            return box
+        return box * jnp.asarray(self.repeats, box.dtype)[None, :]
+
+    def update_neighbors(self, nbrs, R, box=None):
+        """``nbrs.update`` at R (and, for NPT, the current box) in the neighbour-list space."""
+        if box is None:
+            return nbrs.update(self.expand(R))
+        return nbrs.update(self.expand(R), box=self.super_box(box))
 
     def to_cartesian(self, R) -> np.ndarray:
         """Simulation coordinates → Cartesian positions in the input orientation (Å)."""
@@ -259,9 +336,10 @@ class MDSystem:
     def from_input_frame(self, vectors) -> np.ndarray:
         return np.asarray(vectors, np.float64) @ self.rotation.T
 
-    def allocate(self, R, extra_capacity: int = 0):
-        """A new neighbour list at R (``extra_capacity`` more pairs per atom)."""
-        return hashable_neighbor_list(self.neighbor_fn.allocate(R, extra_capacity=extra_capacity))
+    def allocate(self, R, extra_capacity: int = 0, box=None):
+        """A new neighbour list at R (``extra_capacity`` more pairs per atom; ``box`` for NPT)."""
+        kw = {} if box is None else {"box": self.super_box(box)}
+        return hashable_neighbor_list(self.neighbor_fn.allocate(self.expand(R), extra_capacity=extra_capacity, **kw))
 
     def energy_and_forces(self, R=None):
         """Energy (eV) and forces (eV/Å, input orientation) with a freshly allocated list."""
@@ -273,6 +351,20 @@ class MDSystem:
     @functools.cached_property
     def _energy_and_forces_jit(self):
         return jax.jit(lambda R, nbrs: (self.energy_fn(R, neighbor=nbrs), self.force_fn(R, neighbor=nbrs)))
+
+
+@jax.custom_jvp
+def _expand_images(R, shifts, repeats):
+    """[N, 3] fractional → [C·N, 3] fractional coordinates of the image supercell."""
+    return ((R[None, :, :] + shifts[:, None, :]) / repeats).reshape(-1, R.shape[-1])
+
+
+@_expand_images.defjvp
+def _expand_images_jvp(primals, tangents):
+    R, shifts, repeats = primals
+    dR = tangents[0]
+    out = _expand_images(R, shifts, repeats)
+    return out, jnp.tile(dR, (shifts.shape[0], 1))
 
 
 def hashable_neighbor_list(nbrs):
@@ -307,7 +399,17 @@ def _cast_params(params, dtype):
 
 
 def build_system(potential, structure, config: MDConfig | None = None) -> MDSystem:
-    """Space, coordinates, masses and jax-md energy/force/neighbour functions for ``structure``."""
+    """Space, coordinates, masses and jax-md energy/force/neighbour functions for ``structure``.
+
+    **Multi-image path.** A periodic cell narrower than 2 (cutoff + skin) (a 1–2-atom primitive
+    cell, a small training cell, a cell compressed by NPT) cannot use the minimum-image
+    convention. With ``config.multi_image`` the neighbour list and the energy run over the
+    supercell of its periodic images (``supercell_repeats``; 10 % extra width for NPT): the
+    state keeps the N atoms of the cell, each energy call tiles them into the C images
+    (``MDSystem.expand``) and E_cell = E_supercell / C, F_cell = the mean of the C copies'
+    forces (all equal for a periodic structure). That is the exact energy of the periodic
+    cell with every image, not a bigger simulation: the images move in lockstep.
+    """
     from jax_md import space
 
     config = config or MDConfig()
@@ -323,11 +425,21 @@ def build_system(potential, structure, config: MDConfig | None = None) -> MDSyst
     if pbc.any() and not pbc.all():
         raise ValueError(f"mixed periodicity pbc={pbc.tolist()} is not supported: use pbc=True with vacuum padding")
     periodic = bool(pbc.all())
+    if config.ensemble == "npt" and not periodic:
+        raise ValueError("NPT needs a fully periodic structure")
+    repeats, shifts = (1, 1, 1), None
     if periodic:
         cell = np.asarray(atoms.cell.array, np.float64)
         if abs(np.linalg.det(cell)) < 1e-9:
             raise ValueError("periodic structure with a degenerate cell")
-        check_cell(cell, pot.cutoff, config.skin)
+        margin = 1.1 if config.ensemble == "npt" else 1.0
+        try:
+            check_cell(cell, margin * pot.cutoff, margin * config.skin)
+        except ValueError:
+            if not config.multi_image:
+                raise
+            repeats = supercell_repeats(cell, margin * (pot.cutoff + config.skin))
+            shifts = np.array(list(np.ndindex(*repeats)), np.float64)  # [C, 3]
         std, _ = atoms.cell.standard_form()
         std = np.tril(np.asarray(std, np.float64))  # rows; lower triangular
         rotation = np.linalg.solve(std, cell)  # cell = std @ rotation
@@ -336,8 +448,11 @@ def build_system(potential, structure, config: MDConfig | None = None) -> MDSyst
         frac = np.where(frac >= 1.0, 0.0, frac)
         positions = jnp.asarray(frac, dtype)
         displacement_fn, shift_fn = space.periodic_general(box, fractional_coordinates=True)
+        nbr_box = box * jnp.asarray(repeats, dtype)[None, :]
+        nbr_displacement, _ = space.periodic_general(nbr_box, fractional_coordinates=True)
         neighbor_fn = pot.neighbor_fn(
-            displacement_fn, box, skin=config.skin, capacity_multiplier=config.capacity_multiplier, fractional_coordinates=True
+            nbr_displacement, nbr_box, skin=config.skin, capacity_multiplier=config.capacity_multiplier,
+            fractional_coordinates=True,
         )
     else:
         cell = np.zeros((3, 3))
@@ -345,9 +460,36 @@ def build_system(potential, structure, config: MDConfig | None = None) -> MDSyst
         box = None
         positions = jnp.asarray(atoms.positions, dtype)
         displacement_fn, shift_fn = space.free()
+        nbr_displacement = displacement_fn
         neighbor_fn = pot.neighbor_fn(
             displacement_fn, 1.0, skin=config.skin, capacity_multiplier=config.capacity_multiplier, disable_cell_list=True
         )
+    n_copies = int(np.prod(repeats))
+    nbr_numbers = np.tile(numbers, n_copies)
+    base_energy = pot.energy_fn(nbr_displacement, nbr_numbers)
+    base_force = pot.force_fn(nbr_displacement, nbr_numbers)
+    reps_arr = np.asarray(repeats, np.float64)
+
+    def _super_kwargs(kwargs):
+        kwargs = dict(kwargs)
+        if shifts is not None and kwargs.get("box") is not None:
+            kwargs["box"] = kwargs["box"] * jnp.asarray(reps_arr, kwargs["box"].dtype)[None, :]
+        return kwargs
+
+    def _expand(R):
+        if shifts is None:
+            return R
+        return _expand_images(R, jnp.asarray(shifts, R.dtype), jnp.asarray(reps_arr, R.dtype))
+
+    def energy_fn(R, neighbor=None, **kwargs):
+        """eV of the simulated cell; kwargs (box, perturbation, species) go to jax-md's displacement."""
+        return base_energy(_expand(R), neighbor=neighbor, **_super_kwargs(kwargs)) / n_copies
+
+    def force_fn(R, neighbor=None, **kwargs):
+        """eV/Å [N, 3], Cartesian (simulation frame)."""
+        f = base_force(_expand(R), neighbor=neighbor, **_super_kwargs(kwargs))
+        return f.reshape(n_copies, R.shape[0], f.shape[-1]).mean(0) if shifts is not None else f
+
     return MDSystem(
         potential=pot,
         numbers=numbers,
@@ -360,10 +502,13 @@ def build_system(potential, structure, config: MDConfig | None = None) -> MDSyst
         rotation=rotation,
         displacement_fn=displacement_fn,
         shift_fn=shift_fn,
-        energy_fn=pot.energy_fn(displacement_fn, numbers),
-        force_fn=pot.force_fn(displacement_fn, numbers),
+        energy_fn=energy_fn,
+        force_fn=force_fn,
         neighbor_fn=neighbor_fn,
         dtype=dtype,
+        repeats=tuple(int(r) for r in repeats),
+        image_shifts=shifts,
+        nbr_displacement_fn=nbr_displacement,
     )
 
 
@@ -390,6 +535,7 @@ def run_chunked(
     on_chunk: Callable | None = None,
     max_retries: int = 5,
     log_fn: Callable[[str], None] | None = None,
+    pass_step: bool = False,
 ) -> ChunkedRun:
     """Run chunks of steps, never accepting a chunk computed with an overflowed neighbour list.
 
@@ -403,6 +549,8 @@ def run_chunked(
       on_chunk: ``(index, first_step, start_state, state, nbrs, aux)`` after a chunk is
         accepted; may raise to stop the run.
       max_retries: reallocations allowed per chunk before :class:`NeighborListOverflowError`.
+      pass_step: call ``step_chunk_fn(state, nbrs, n_steps, first_step)`` (steps done before
+        the chunk), for step-dependent dynamics (ramps).
     Returns: :class:`ChunkedRun`.
     """
     n_realloc = 0
@@ -412,7 +560,8 @@ def run_chunked(
         start = state
         for attempt in range(max_retries + 1):
             t0 = time.perf_counter()
-            new_state, new_nbrs, aux = step_chunk_fn(start, nbrs, n_steps)
+            args = (start, nbrs, n_steps, step) if pass_step else (start, nbrs, n_steps)
+            new_state, new_nbrs, aux = step_chunk_fn(*args)
             overflow = needs_reallocation(new_nbrs)  # synchronises
             elapsed = time.perf_counter() - t0
             if not overflow:
@@ -440,108 +589,177 @@ def run_chunked(
     return ChunkedRun(state, nbrs, n_realloc, times)
 
 
-def grow_neighbor_list(system: MDSystem, start_R, end_R, old_nbrs, growth: float = 1.25):
-    """Reallocate at ``start_R`` with capacity ≥ max(need at start/end × multiplier, growth × old)."""
-    n = system.n_atoms
-    cand = system.allocate(start_R)
+def grow_neighbor_list(system: MDSystem, start_R, end_R, old_nbrs, growth: float = 1.25, *, box=None, end_box=None):
+    """Reallocate at ``start_R`` with capacity ≥ max(need at start/end × multiplier, growth × old).
+    ``box``/``end_box``: the boxes at start and end (NPT), else None."""
+    n = system.n_atoms * system.n_copies
+    cand = system.allocate(start_R, box=box)
     target = max(cand.max_occupancy, int(math.ceil(growth * old_nbrs.max_occupancy)))
     end_R = np.asarray(end_R)
-    if np.all(np.isfinite(end_R)):
-        target = max(target, system.allocate(jnp.asarray(end_R, start_R.dtype)).max_occupancy)
+    if np.all(np.isfinite(end_R)) and (end_box is None or np.all(np.isfinite(np.asarray(end_box)))):
+        target = max(target, system.allocate(jnp.asarray(end_R, start_R.dtype), box=end_box).max_occupancy)
     if cand.max_occupancy < target:
         extra = int(math.ceil((target - cand.max_occupancy) / n))
-        cand = system.allocate(start_R, extra_capacity=extra)
+        cand = system.allocate(start_R, extra_capacity=extra, box=box)
     return cand
 
 
 def _integrator(system: MDSystem, config: MDConfig):
-    """``init(key, R, nbrs) -> state``, ``step(state, nbrs) -> (state, nbrs)`` and the number of
-    degrees of freedom.
+    """``init(key, R, nbrs) -> state``, ``step(state, nbrs, kT, P) -> (state, nbrs)``, the number
+    of degrees of freedom and ``box_of(state)`` (the current box, None when it is fixed).
 
-    The states and initialisation are jax-md's (``simulate.nve`` / ``simulate.nvt_langevin``:
-    Maxwell–Boltzmann momenta at kT with the total momentum removed). The step is
-    assembled from jax-md's own primitives in exactly jax-md's order (velocity Verlet;
-    BAOAB for Langevin) with one change: the neighbour list is updated at the new
-    positions *before* the force there is evaluated, and carried out of the step. So
-    forces never use a list referenced more than skin/2 away, and each rebuild happens
-    once. (jax-md's ``apply_fn(state, neighbor=nbrs)`` followed by ``nbrs.update`` can use
-    a list that is one step stale.)
+    The states and initialisation are jax-md's (Maxwell–Boltzmann momenta at kT with the
+    total momentum removed). NVE and Langevin NVT are assembled from jax-md's own primitives
+    in exactly jax-md's order (velocity Verlet; BAOAB) with one change: the neighbour list is
+    updated at the new positions *before* the force there is evaluated, and carried out of the
+    step. Nosé–Hoover NVT and NPT use jax-md's ``apply_fn`` unchanged, with a force/energy
+    function that updates the neighbour list at the positions (and box) it is evaluated at;
+    the carried list is then updated at the step's end point (the same positions, so the
+    same list). Either way forces never use a list referenced more than skin/2 away. (jax-md's
+    usual ``apply_fn(state, neighbor=nbrs)`` followed by ``nbrs.update`` uses a list that is
+    one step stale.) kT (eV) and P (eV/Å³) are per-step arguments (ramps).
     """
     from jax_md import simulate as jsim
 
     force_fn, shift_fn = system.force_fn, system.shift_fn
-    dt, kT, gamma = config.dt, config.kT, config.gamma
-    if config.ensemble == "nve":
-        init_fn, _ = jsim.nve(force_fn, shift_fn, dt)
+    dt, gamma = config.dt, config.gamma
+    kT0 = config.kT_at(0)
+    box_of = lambda state: None  # noqa: E731
+    if config.ensemble in ("nve", "nvt"):
+        if config.ensemble == "nve":
+            init_fn, _ = jsim.nve(force_fn, shift_fn, dt)
 
-        def init(key, R, nbrs):
-            return init_fn(key, R, kT, mass=system.masses, neighbor=nbrs)
+            def init(key, R, nbrs):
+                return init_fn(key, R, kT0, mass=system.masses, neighbor=nbrs)
 
-        def drift(state):  # half kick + drift, as jax_md.simulate.velocity_verlet
-            state = jsim.momentum_step(state, 0.5 * dt)
-            return jsim.position_step(state, shift_fn, dt)
+            def drift(state, kT):  # half kick + drift, as jax_md.simulate.velocity_verlet
+                state = jsim.momentum_step(state, 0.5 * dt)
+                return jsim.position_step(state, shift_fn, dt)
 
-        dof = 3 * system.n_atoms - 3
-    else:
-        init_fn, _ = jsim.nvt_langevin(force_fn, shift_fn, dt, kT, gamma=gamma)
+            dof = 3 * system.n_atoms - 3
+        else:
+            init_fn, _ = jsim.nvt_langevin(force_fn, shift_fn, dt, kT0, gamma=gamma)
+
+            def init(key, R, nbrs):
+                return init_fn(key, R, mass=system.masses, neighbor=nbrs)
+
+            def drift(state, kT):  # B A O A of BAOAB, as jax_md.simulate.nvt_langevin
+                state = jsim.momentum_step(state, 0.5 * dt)
+                state = jsim.position_step(state, shift_fn, 0.5 * dt)
+                state = jsim.stochastic_step(state, dt, kT, gamma)
+                return jsim.position_step(state, shift_fn, 0.5 * dt)
+
+            dof = 3 * system.n_atoms
+
+        def step(state, nbrs, kT, pressure):
+            state = drift(state, kT)
+            nbrs = system.update_neighbors(nbrs, state.position)
+            state = state.set(force=force_fn(state.position, neighbor=nbrs))
+            return jsim.momentum_step(state, 0.5 * dt), nbrs
+
+        return init, step, max(dof, 1), box_of
+
+    tau_t = (config.thermostat_tau_fs * config.dt / config.timestep_fs) if config.thermostat_tau_fs else 100 * dt
+    tau_b = (config.barostat_tau_fs * config.dt / config.timestep_fs) if config.barostat_tau_fs else 1000 * dt
+    chain = {"chain_length": int(config.chain_length)}
+    if config.ensemble == "nvt_nh":
+        def fresh_force(R, neighbor=None, **kwargs):
+            return force_fn(R, neighbor=system.update_neighbors(neighbor, R), **kwargs)
+
+        init_fn, apply_fn = jsim.nvt_nose_hoover(fresh_force, shift_fn, dt, kT0, tau=tau_t, **chain)
 
         def init(key, R, nbrs):
             return init_fn(key, R, mass=system.masses, neighbor=nbrs)
 
-        def drift(state):  # B A O A of BAOAB, as jax_md.simulate.nvt_langevin
-            state = jsim.momentum_step(state, 0.5 * dt)
-            state = jsim.position_step(state, shift_fn, 0.5 * dt)
-            state = jsim.stochastic_step(state, dt, kT, gamma)
-            return jsim.position_step(state, shift_fn, 0.5 * dt)
+        def step(state, nbrs, kT, pressure):
+            state = apply_fn(state, neighbor=nbrs, kT=kT)
+            return state, system.update_neighbors(nbrs, state.position)
 
-        dof = 3 * system.n_atoms
+        # jax-md's NHC counts 3N degrees of freedom (quantity.count_dof) and leaves the centre of mass free
+        return init, step, 3 * system.n_atoms, box_of
 
-    def step(state, nbrs):
-        state = drift(state)
-        nbrs = nbrs.update(state.position)
-        state = state.set(force=force_fn(state.position, neighbor=nbrs))
-        return jsim.momentum_step(state, 0.5 * dt), nbrs
+    # NPT
+    energy_fn = system.energy_fn
 
-    return init, step, max(dof, 1)
+    def fresh_energy(R, neighbor=None, **kwargs):
+        return energy_fn(R, neighbor=system.update_neighbors(neighbor, R, kwargs.get("box")), **kwargs)
+
+    init_fn, apply_fn = jsim.npt_nose_hoover(
+        fresh_energy, shift_fn, dt, config.pressure_at(0), kT0,
+        barostat_kwargs={"tau": tau_b, **chain}, thermostat_kwargs={"tau": tau_t, **chain},
+    )
+
+    def init(key, R, nbrs):
+        return init_fn(key, R, system.box, mass=system.masses, neighbor=nbrs)
+
+    def step(state, nbrs, kT, pressure):
+        state = apply_fn(state, neighbor=nbrs, kT=kT, pressure=pressure)
+        return state, system.update_neighbors(nbrs, state.position, jsim.npt_box(state))
+
+    return init, step, 3 * system.n_atoms, jsim.npt_box
 
 
-def _make_record_fn(system: MDSystem, config: MDConfig):
+def _make_record_fn(system: MDSystem, config: MDConfig, box_of):
+    """Per-record observables: E_pot (eV), E_kin (eV), positions/momenta/forces, and for periodic
+    cells the volume (Å³) and the pressure (eV/Å³: virial from the potential's box derivative,
+    jax_md.quantity.pressure, plus the kinetic term)."""
+    from jax_md import quantity
+
     n = system.n_atoms
-    d = jax.vmap(system.displacement_fn)
+    d = jax.vmap(system.nbr_displacement_fn)
 
     def record(state, nbrs):
         m = system.masses[:, None]
+        box = box_of(state)
+        kw = {} if box is None else {"box": box}
+        ekin = 0.5 * jnp.sum(state.momentum**2 / m)
         out = {
-            "epot": system.energy_fn(state.position, neighbor=nbrs),
-            "ekin": 0.5 * jnp.sum(state.momentum**2 / m),
+            "epot": system.energy_fn(state.position, neighbor=nbrs, **kw),
+            "ekin": ekin,
             "position": state.position,
             "momentum": state.momentum,
             "force": state.force,
         }
+        if system.periodic:
+            b = system.box if box is None else box
+            out["volume"] = jnp.abs(jnp.linalg.det(b))
+            out["pressure"] = quantity.pressure(system.energy_fn, state.position, b, ekin, neighbor=nbrs)
+            out["box"] = b
         if config.min_distance is not None:
             recv, send = nbrs.idx[0], nbrs.idx[1]
-            mask = recv < n
-            vec = d(state.position[jnp.where(mask, send, 0)], state.position[jnp.where(mask, recv, 0)])
+            mask = recv < n * system.n_copies
+            pos = system.expand(state.position)
+            dkw = {} if box is None else {"box": system.super_box(box)}
+            vec = jax.vmap(functools.partial(system.nbr_displacement_fn, **dkw))(
+                pos[jnp.where(mask, send, 0)], pos[jnp.where(mask, recv, 0)])
             r = jnp.sqrt(jnp.sum(vec**2, axis=-1) + jnp.where(mask, 0.0, 1.0))
             out["min_dist"] = jnp.min(jnp.where(mask, r, jnp.inf))
         return out
 
+    del d
     return record
 
 
-def _make_chunk_fn(step_fn, record_fn, record_every: int):
-    def chunk(state, nbrs, n_records):
-        def step(_, carry):
-            return step_fn(*carry)
+def _make_chunk_fn(step_fn, record_fn, record_every: int, config: MDConfig):
+    """jit: (state, nbrs, first_step, n_records) -> (state, nbrs, records); the targets kT and P
+    of each step follow the config's ramps from the global step index."""
+
+    def chunk(state, nbrs, first_step, n_records):
+        def step(i, carry):
+            state, nbrs, k = carry
+            k = k + 1
+            kf = k.astype(state.position.dtype)  # ramps in the simulation's precision
+            state, nbrs = step_fn(state, nbrs, config.kT_at(kf), config.pressure_at(kf))
+            return state, nbrs, k
 
         def between_records(carry, _):
             carry = jax.lax.fori_loop(0, record_every, step, carry)
             return carry, record_fn(*carry)
 
-        (state, nbrs), records = jax.lax.scan(between_records, (state, nbrs), None, length=n_records)
+        (state, nbrs, _), records = jax.lax.scan(between_records, (state, nbrs, first_step), None, length=n_records)
         return state, nbrs, records
 
-    return jax.jit(chunk, static_argnums=2)
+    return jax.jit(chunk, static_argnums=3)
 
 
 class _CompileCache:
@@ -550,57 +768,162 @@ class _CompileCache:
     def __init__(self, jitted):
         self.jitted, self.cache, self.compile_s = jitted, {}, 0.0
 
-    def __call__(self, state, nbrs, n_records):
+    def __call__(self, state, nbrs, first_step, n_records):
         leaves, treedef = jax.tree_util.tree_flatten((state, nbrs))
         key = (n_records, treedef, tuple((np.shape(x), jnp.asarray(x).dtype) for x in leaves))
         fn = self.cache.get(key)
+        first_step = jnp.asarray(first_step, jnp.int32)
         if fn is None:
             t0 = time.perf_counter()
-            fn = self.jitted.lower(state, nbrs, n_records).compile()
+            fn = self.jitted.lower(state, nbrs, first_step, n_records).compile()
             self.compile_s += time.perf_counter() - t0
             self.cache[key] = fn
-        return fn(state, nbrs)
+        return fn(state, nbrs, first_step)
 
 
 # ----------------------------------------------------------------------------- output
-def _frame_atoms(system: MDSystem, position, momentum, force, epot, step, time_ps, temperature, with_forces=True):
+def _frame_atoms(system: MDSystem, rec, step, time_ps, temperature, with_forces=True):
+    """ase.Atoms of one record in the input orientation (the current box under NPT)."""
     import ase
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    atoms = ase.Atoms(numbers=system.numbers, positions=system.to_cartesian(position), cell=system.cell, pbc=system.pbc)
+    if system.periodic:
+        box = np.asarray(rec["box"], np.float64) if "box" in rec else np.asarray(system.box, np.float64)
+        cell = box.T @ system.rotation  # rows = lattice vectors, input orientation
+        positions = np.asarray(rec["position"], np.float64) @ cell
+    else:
+        cell, positions = system.cell, np.asarray(rec["position"], np.float64)
+    atoms = ase.Atoms(numbers=system.numbers, positions=positions, cell=cell, pbc=system.pbc)
     masses = np.asarray(system.masses, np.float64)[:, None]
-    atoms.set_velocities(system.to_input_frame(np.asarray(momentum, np.float64) / masses))
-    results = {"energy": float(epot)}
+    atoms.set_velocities(system.to_input_frame(np.asarray(rec["momentum"], np.float64) / masses))
+    results = {"energy": float(rec["epot"])}
     if with_forces:
-        results["forces"] = system.to_input_frame(force)
+        results["forces"] = system.to_input_frame(rec["force"])
     atoms.calc = SinglePointCalculator(atoms, **results)
     atoms.info.update(step=int(step), time_ps=float(time_ps), temperature_K=float(temperature))
+    if "pressure" in rec:
+        atoms.info["pressure_GPa"] = float(rec["pressure"]) * EV_PER_A3_IN_GPA
     return atoms
 
 
-_THERMO_COLUMNS = ("step", "time_ps", "E_pot_eV", "E_kin_eV", "E_tot_eV", "T_K")
+class _TrajectoryWriter:
+    """Streams frames to extxyz (default) or an ASE ``.traj`` file, flushed per chunk, so memory
+    does not grow with the run. ``append`` continues an existing file (restarts)."""
+
+    def __init__(self, path, append: bool = False):
+        self.path = os.fspath(path)
+        self.kind = "traj" if self.path.endswith(".traj") else "extxyz"
+        if self.kind == "traj":
+            from ase.io.trajectory import Trajectory
+
+            self.fh = Trajectory(self.path, "a" if append else "w")
+        else:
+            self.fh = open(self.path, "a" if append else "w")
+
+    def write(self, atoms):
+        if self.kind == "traj":
+            self.fh.write(atoms)
+        else:
+            import ase.io
+
+            ase.io.write(self.fh, atoms, format="extxyz")
+
+    def flush(self):
+        if self.kind != "traj":
+            self.fh.flush()
+
+    def close(self):
+        self.fh.close()
 
 
-def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, *, trajectory=None, log=None, progress: bool = True) -> MDResult:
+_THERMO_COLUMNS = ("step", "time_ps", "E_pot_eV", "E_kin_eV", "E_tot_eV", "T_K", "P_GPa", "V_A3", "E_cons_eV")
+_RESTART_MAGIC = b"MLPJAX-MD-RESTART-1\n"
+
+
+def _restart_fingerprint(system: MDSystem, config: MDConfig) -> dict:
+    """What a restart file must match (the dynamics it continues)."""
+    return {
+        "ensemble": config.ensemble, "timestep_fs": float(config.timestep_fs), "n_atoms": system.n_atoms,
+        "numbers": [int(z) for z in system.numbers], "dtype": str(np.dtype(system.dtype)),
+        "repeats": list(system.repeats), "steps": int(config.steps),
+    }
+
+
+def write_restart(path, system: MDSystem, config: MDConfig, state, nbrs, step: int) -> None:
+    """Everything needed to continue bit-for-bit: the integrator state (positions, momenta,
+    forces, thermostat/barostat chains, RNG key) and the neighbour list (indices AND its
+    reference positions, so the continued run sums pairs in the same order), written atomically
+    with a checksum (mlpjax._io)."""
+    from mlpjax import _io
+
+    payload = {
+        "fingerprint": json.dumps(_restart_fingerprint(system, config)),
+        "step": int(step),
+        "state": [np.asarray(x) for x in jax.tree_util.tree_leaves(state)],
+        "nbrs": [np.asarray(x) for x in jax.tree_util.tree_leaves(nbrs)],
+        "max_occupancy": int(nbrs.max_occupancy),
+    }
+    _io.write_checked(path, _RESTART_MAGIC, payload)
+
+
+def read_restart(path, system: MDSystem, config: MDConfig, state_template, nbrs_template):
+    """(state, nbrs, step) from :func:`write_restart`; a clear error if the file is damaged or
+    belongs to another system/ensemble/timestep."""
+    from mlpjax import _io
+
+    payload = _io.read_checked(path, _RESTART_MAGIC, "MD restart file")
+    want = _restart_fingerprint(system, config)
+    have = json.loads(payload["fingerprint"])
+    diff = {k: (have.get(k), v) for k, v in want.items() if k != "steps" and have.get(k) != v}
+    if diff:
+        raise ValueError(f"{path}: restart file does not match this run: " + ", ".join(
+            f"{k} is {a!r} in the file but {b!r} here" for k, (a, b) in diff.items()))
+    if int(payload["step"]) > config.steps:
+        raise ValueError(f"{path}: the restart is at step {payload['step']}, beyond steps = {config.steps}")
+
+    def fill(template, leaves, what):
+        t_leaves, treedef = jax.tree_util.tree_flatten(template)
+        if len(t_leaves) != len(leaves):
+            raise ValueError(f"{path}: the {what} in the restart file has {len(leaves)} arrays, expected {len(t_leaves)}")
+        return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(np.asarray(v), jnp.asarray(t).dtype)
+                                                      for v, t in zip(leaves, t_leaves)])
+
+    state = fill(state_template, payload["state"], "integrator state")
+    occ = int(payload["max_occupancy"])
+    if occ != nbrs_template.max_occupancy:
+        extra = -(-(occ - nbrs_template.max_occupancy) // max(system.n_atoms * system.n_copies, 1))
+        nbrs_template = system.allocate(system.positions, extra_capacity=max(extra, 0), box=system.box)
+        if nbrs_template.max_occupancy != occ:
+            nbrs_template = dataclasses.replace(nbrs_template, max_occupancy=occ)
+    nbrs = fill(nbrs_template, payload["nbrs"], "neighbour list")
+    return state, hashable_neighbor_list(nbrs), int(payload["step"])
+
+
+def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, *, trajectory=None, log=None,
+             progress: bool = True, restart=None, restart_out=None, restart_every: int | None = None) -> MDResult:
     """Run MD with ``potential`` from ``atoms_or_configuration`` (ase.Atoms, Configuration or path).
 
     Args:
-      trajectory: extxyz path; frames (positions, cell, pbc, energy, forces, velocities,
-        step/time/temperature in ``info``) every ``config.traj_every`` steps, step 0
-        included, streamed and flushed per chunk.
-      log: CSV path; one row per ``config.log_every`` steps (step 0 included) with
-        step, time_ps, E_pot_eV, E_kin_eV, E_tot_eV, T_K.
+      trajectory: path; ``*.traj`` = ASE trajectory, anything else extxyz. Frames (positions,
+        cell, pbc, energy, forces, velocities, step/time/temperature/pressure in ``info``) every
+        ``config.traj_every`` steps, step 0 included, streamed and flushed per chunk.
+      log: CSV path; one row per ``config.log_every`` steps (step 0 included):
+        step, time_ps, E_pot_eV, E_kin_eV, E_tot_eV, T_K, P_GPa, V_A3 (periodic cells; else
+        empty) and E_cons_eV (the conserved extended-system energy of Nosé–Hoover runs).
       progress: print a progress line to stderr about every 5 s.
+      restart: a restart file to continue from (see ``restart_out``): the run continues at the
+        saved step up to ``config.steps`` (the total), appending to ``trajectory`` and ``log``.
+        In float64 the continued run is bit-for-bit the uninterrupted one.
+      restart_out: write a restart file here at the end and every ``restart_every`` steps
+        (rounded up to whole chunks; default: only at the end).
     Raises:
-      ValueError: bad settings, cutoff + skin beyond half the cell width, unknown elements.
+      ValueError: bad settings, a cell too small with ``multi_image=False``, unknown elements,
+        a restart file of another run; mlpjax._io.CorruptFileError for a damaged restart file.
       MDInstabilityError: the run exploded (last good frame written, logs flushed).
     """
-    import ase.io
-
     config = config or MDConfig()
     system = build_system(potential, atoms_or_configuration, config)
     input_atoms = _as_atoms(atoms_or_configuration)
-    n = system.n_atoms
     record_every = math.gcd(config.log_every, config.traj_every) if trajectory is not None else config.log_every
     if config.steps % record_every:
         raise ValueError(
@@ -608,17 +931,28 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
             + (f"/traj_every (their gcd, {record_every})" if trajectory is not None else f" ({record_every})")
         )
     chunk = max(1, math.ceil(config.chunk_steps / record_every)) * record_every
-    lengths = [chunk] * (config.steps // chunk) + ([config.steps % chunk] if config.steps % chunk else [])
     dt_ps = config.timestep_fs / 1000.0
     t_limit = config.temperature_limit_K
     from ase import units
+    from jax_md import simulate as jsim
 
-    init, step_fn, dof = _integrator(system, config)
-    record_fn = _make_record_fn(system, config)
-    chunk_fn = _CompileCache(_make_chunk_fn(step_fn, record_fn, record_every))
+    init, step_fn, dof, box_of = _integrator(system, config)
+    base_record = _make_record_fn(system, config, box_of)
+
+    def record_fn(state, nbrs, k):
+        out = base_record(state, nbrs)
+        k = jnp.asarray(k).astype(state.position.dtype)
+        kT = config.kT_at(k)
+        if config.ensemble == "nvt_nh":
+            out["econs"] = jsim.nvt_nose_hoover_invariant(system.energy_fn, state, kT, neighbor=nbrs)
+        elif config.ensemble == "npt":
+            out["econs"] = jsim.npt_nose_hoover_invariant(system.energy_fn, state, config.pressure_at(k), kT, neighbor=nbrs)
+        return out
+
+    chunk_fn = _CompileCache(_make_chunk_fn(step_fn, record_fn, record_every, config))
 
     t_setup = time.perf_counter()
-    nbrs = system.allocate(system.positions)
+    nbrs = system.allocate(system.positions, box=system.box if config.ensemble == "npt" else None)
     key = jax.random.PRNGKey(config.seed)
     momenta = None
     if config.initial_velocities == "atoms":
@@ -629,40 +963,59 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
         state = init(key, R, nbrs)
         if momenta is not None:
             state = state.set(momentum=momenta)
-        return state, record_fn(state, nbrs)
+        # jax-md builds some chain variables in float32: keep the whole state in the run's dtype
+        return jax.tree_util.tree_map(
+            lambda x: jnp.asarray(x).astype(system.dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x,
+            state)
 
-    state, rec0 = start(key, system.positions, nbrs, momenta)
-    rec0 = jax.device_get(rec0)
+    @jax.jit
+    def record_at(state, nbrs, k):
+        return record_fn(state, nbrs, k)
+
+    state = start(key, system.positions, nbrs, momenta)
+    first = 0
+    if restart is not None:
+        state, nbrs, first = read_restart(restart, system, config, state, nbrs)
+    rec0 = jax.device_get(record_at(state, nbrs, jnp.asarray(first, jnp.int32)))
     setup_s = time.perf_counter() - t_setup
+    remaining = config.steps - first
+    if remaining % record_every:
+        raise ValueError(f"the restart step {first} is not on the record grid ({record_every} steps)")
+    lengths = [chunk] * (remaining // chunk) + ([remaining % chunk] if remaining % chunk else [])
 
     thermo = {k: [] for k in _THERMO_COLUMNS}
-    log_fh = open(log, "w", newline="") if log is not None else None
+    appending = restart is not None
+    log_fh = open(log, "a" if appending else "w", newline="") if log is not None else None
     log_writer = csv.writer(log_fh) if log_fh is not None else None
-    if log_writer is not None:
+    if log_writer is not None and not appending:
         log_writer.writerow(_THERMO_COLUMNS)
-    traj_fh = open(trajectory, "w") if trajectory is not None else None
+    traj = _TrajectoryWriter(trajectory, append=appending) if trajectory is not None else None
     frame_dir = os.path.dirname(os.path.abspath(trajectory)) if trajectory is not None else os.getcwd()
 
     def temperature(ekin):
         return 2.0 * float(ekin) / (dof * units.kB)
 
-    def emit(step, rec):
-        """Write the thermo row / trajectory frame for one checked record."""
+    def emit(step, rec, first_record=False):
+        """Write the thermo row / trajectory frame for one checked record (a restart does not
+        repeat the row and frame of its starting step)."""
+        if first_record and appending:
+            return
         T = temperature(rec["ekin"])
         if step % config.log_every == 0:
-            row = (step, step * dt_ps, float(rec["epot"]), float(rec["ekin"]), float(rec["epot"]) + float(rec["ekin"]), T)
-            for k, v in zip(_THERMO_COLUMNS, row):
-                thermo[k].append(v)
+            p = float(rec["pressure"]) * EV_PER_A3_IN_GPA if "pressure" in rec else float("nan")
+            v = float(rec["volume"]) if "volume" in rec else float("nan")
+            ec = float(rec["econs"]) if "econs" in rec else float("nan")
+            row = (step, step * dt_ps, float(rec["epot"]), float(rec["ekin"]), float(rec["epot"]) + float(rec["ekin"]),
+                   T, p, v, ec)
+            for k, val in zip(_THERMO_COLUMNS, row):
+                thermo[k].append(val)
             if log_writer is not None:
-                log_writer.writerow([row[0]] + [f"{v:.10g}" for v in row[1:]])
-        if traj_fh is not None and step % config.traj_every == 0:
-            ase.io.write(traj_fh, frame(step, rec), format="extxyz")
+                log_writer.writerow([row[0]] + [("" if np.isnan(val) else f"{val:.10g}") for val in row[1:]])
+        if traj is not None and step % config.traj_every == 0:
+            traj.write(frame(step, rec))
 
     def frame(step, rec):
-        return _frame_atoms(
-            system, rec["position"], rec["momentum"], rec["force"], rec["epot"], step, step * dt_ps,
-            temperature(rec["ekin"]), with_forces=config.traj_forces,
-        )
+        return _frame_atoms(system, rec, step, step * dt_ps, temperature(rec["ekin"]), with_forces=config.traj_forces)
 
     def problem(rec) -> str | None:
         if not (np.isfinite(rec["epot"]) and np.isfinite(rec["ekin"])):
@@ -675,19 +1028,28 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
             return f"the temperature reached {T:.0f} K (limit {t_limit:.0f} K)"
         if "min_dist" in rec and rec["min_dist"] < config.min_distance:
             return f"two atoms came within {float(rec['min_dist']):.3f} Å (min_distance {config.min_distance} Å)"
+        if "box" in rec and system.periodic and config.ensemble == "npt":
+            widths = perpendicular_widths(np.asarray(rec["box"], np.float64).T * np.asarray(system.repeats)[:, None])
+            if cutoff_skin > 0.5 * widths.min() + 1e-9:
+                return (f"the NPT cell shrank to perpendicular widths {np.array2string(widths, precision=3)} Å "
+                        f"(images included): cutoff + skin = {cutoff_skin:g} Å no longer fits the minimum image")
         return None
+
+    cutoff_skin = float(system.potential.cutoff + config.skin)
 
     def flush():
         if log_fh is not None:
             log_fh.flush()
-        if traj_fh is not None:
-            traj_fh.flush()
+        if traj is not None:
+            traj.flush()
 
-    last_good = {"step": 0, "rec": rec0}
+    last_good = {"step": first, "rec": rec0}
     realloc_messages = []
     progress_clock = {"t": time.perf_counter(), "t0": time.perf_counter()}
 
     def explode(step, reason):
+        import ase.io
+
         flush()
         path = os.path.join(frame_dir, "last_good_frame.xyz")
         try:
@@ -704,10 +1066,11 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
 
     bad = problem(rec0)
     if bad is not None:
-        explode(0, bad)
-    emit(0, rec0)
+        explode(first, bad)
+    emit(first, rec0, first_record=True)
 
     chunk_s_seen = []
+    every = None if restart_every is None else max(1, math.ceil(restart_every / chunk))
 
     def on_chunk(index, first_step, start, state, nbrs, aux):
         chunk_s_seen.append(index)
@@ -715,22 +1078,25 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
         n_rec = recs["epot"].shape[0]
         for j in range(n_rec):
             rec = {k: v[j] for k, v in recs.items()}
-            step = first_step + (j + 1) * record_every
+            step = first + first_step + (j + 1) * record_every
             reason = problem(rec)
             if reason is not None:
                 explode(step, reason)
             emit(step, rec)
             last_good["step"], last_good["rec"] = step, rec
         flush()
+        if restart_out is not None and every is not None and (index + 1) % every == 0:
+            write_restart(restart_out, system, config, state, nbrs, first + first_step + n_rec * record_every)
         if progress:
             now = time.perf_counter()
-            done = first_step + n_rec * record_every
+            done = first + first_step + n_rec * record_every
             if now - progress_clock["t"] > 5.0 or done == config.steps:
                 progress_clock["t"] = now
-                rate = done / max(now - progress_clock["t0"], 1e-9)
+                rate = (done - first) / max(now - progress_clock["t0"], 1e-9)
+                extra = f"  P = {thermo['P_GPa'][-1]:.3f} GPa  V = {thermo['V_A3'][-1]:.1f} Å³" if config.ensemble == "npt" and thermo["P_GPa"] else ""
                 print(
                     f"[mlpjax md] step {done}/{config.steps}  T = {thermo['T_K'][-1]:.1f} K  "
-                    f"E_tot = {thermo['E_tot_eV'][-1]:.6f} eV  ({rate:.1f} steps/s)",
+                    f"E_tot = {thermo['E_tot_eV'][-1]:.6f} eV{extra}  ({rate:.1f} steps/s)",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -750,7 +1116,7 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
                     "the system exploded (the neighbour list overflowed even after reallocation)",
                 )
         realloc_for["start"] = start
-        return grow_neighbor_list(system, start.position, end.position, old)
+        return grow_neighbor_list(system, start.position, end.position, old, box=box_of(start), end_box=box_of(end))
 
     def log_realloc(msg):
         realloc_messages.append(msg)
@@ -758,23 +1124,28 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
             print(f"[mlpjax md] {msg}", file=sys.stderr, flush=True)
 
     t_run = time.perf_counter()
+    run = ChunkedRun(state, nbrs, 0, [])
     try:
         try:
-            run = run_chunked(
-                lambda s, nb, k: chunk_fn(s, nb, k // record_every),
-                state, nbrs, reallocate, lengths,
-                on_chunk=on_chunk, max_retries=config.max_reallocations_per_chunk, log_fn=log_realloc,
-            )
+            if lengths:
+                run = run_chunked(
+                    lambda s_, nb, k, first_step: chunk_fn(s_, nb, first + first_step, k // record_every),
+                    state, nbrs, reallocate, lengths,
+                    on_chunk=on_chunk, max_retries=config.max_reallocations_per_chunk, log_fn=log_realloc,
+                    pass_step=True,
+                )
         except NeighborListOverflowError as err:
             explode(last_good["step"] + record_every, f"neighbour list overflow ({err})")
         except FloatingPointError as err:  # jax_debug_nans turns a NaN into this exception
             explode(last_good["step"] + record_every, f"a NaN appeared (jax_debug_nans: {str(err)[:200]})")
+        if restart_out is not None:
+            write_restart(restart_out, system, config, run.state, run.nbrs, config.steps)
     finally:
         flush()
         if log_fh is not None:
             log_fh.close()
-        if traj_fh is not None:
-            traj_fh.close()
+        if traj is not None:
+            traj.close()
     run_s = time.perf_counter() - t_run
 
     final = run.state
@@ -792,7 +1163,7 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
     }
     return MDResult(
         atoms=final_atoms,
-        positions=system.to_cartesian(final.position),
+        positions=np.asarray(final_atoms.positions),
         velocities=system.to_input_frame(np.asarray(final.momentum, np.float64) / np.asarray(system.masses, np.float64)[:, None]),
         forces=system.to_input_frame(final.force),
         thermo={k: np.asarray(v) for k, v in thermo.items()},
@@ -801,4 +1172,5 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
         last_good_frame=final_atoms,
         steps_done=config.steps,
         timings=timings,
+        final_state=final,
     )

@@ -105,13 +105,34 @@ def test_jaxmd_energy_matches_ase_molecule(mol_pot):
 
 
 # ----------------------------------------------------------------------------- cells
-def test_cutoff_beyond_half_cell_raises(cu_pot):
+def test_cutoff_beyond_half_cell_raises_without_multi_image(cu_pot):
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True)  # 3.61 Å box < 2 (4 + 0.5) Å
     with pytest.raises(ValueError, match="supercell"):
-        build_system(cu_pot, atoms, MDConfig())
+        build_system(cu_pot, atoms, MDConfig(multi_image=False))
     reps = supercell_repeats(atoms.cell, 4.5)
     assert reps == (3, 3, 3)
-    build_system(cu_pot, supercell(atoms, reps), MDConfig())  # fine once big enough
+    assert build_system(cu_pot, supercell(atoms, reps), MDConfig()).repeats == (1, 1, 1)  # big enough
+    assert build_system(cu_pot, atoms, MDConfig()).repeats == (3, 3, 3)  # multi-image path
+
+
+def test_multi_image_primitive_cell_equals_its_supercell(cu_pot):
+    """A 2-atom cell much narrower than the cutoff (cubic bcc cell, 2.9 Å wide vs cutoff + skin
+    4.5 Å) through the multi-image path gives the energy per atom and the forces of its 4×4×4
+    supercell (plain minimum image), and of the ASE calculator."""
+    prim = bulk("Cu", "bcc", a=2.9, cubic=True)
+    prim.rattle(0.05, seed=3)
+    sys_small = build_system(cu_pot, prim, MDConfig())
+    assert sys_small.n_copies > 1 and sys_small.n_atoms == 2
+    e_small, f_small = sys_small.energy_and_forces()
+    big = prim.repeat((4, 4, 4))
+    sys_big = build_system(cu_pot, big, MDConfig())
+    assert sys_big.repeats == (1, 1, 1)
+    e_big, f_big = sys_big.energy_and_forces()
+    assert abs(e_small / 2 - e_big / len(big)) < 1e-6
+    np.testing.assert_allclose(f_small, f_big[:2], atol=1e-5)
+    prim.calc = cu_pot.calculator()
+    assert abs(e_small - prim.get_potential_energy()) < 1e-5
+    np.testing.assert_allclose(f_small, prim.get_forces(), atol=1e-5)
 
 
 def test_mixed_pbc_rejected(cu_pot):
@@ -198,7 +219,7 @@ def test_nve_energy_conservation_float64(cu_pot, tmp_path):
     assert np.ptp(result.thermo["E_kin_eV"]) / n > 1e-3
     # output files: step 0 included
     rows = (tmp_path / "md.csv").read_text().strip().splitlines()
-    assert rows[0].split(",") == ["step", "time_ps", "E_pot_eV", "E_kin_eV", "E_tot_eV", "T_K"]
+    assert rows[0].split(",") == ["step", "time_ps", "E_pot_eV", "E_kin_eV", "E_tot_eV", "T_K", "P_GPa", "V_A3", "E_cons_eV"]
     assert len(rows) == 1 + 51
     assert float(rows[-1].split(",")[1]) == pytest.approx(0.5)
     frames = ase.io.read(tmp_path / "md.extxyz", ":")
