@@ -746,9 +746,9 @@ def _initial_velocities(atoms, temperature_K: float, seed: int):
     within a vibrational period instead of at T/2 (Langevin then corrects the rest)."""
     start = atoms.copy()
     if not np.any(start.get_momenta()):
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+        from ase.md.velocitydistribution import thermalize_momenta
 
-        MaxwellBoltzmannDistribution(start, temperature_K=2.0 * temperature_K, rng=np.random.default_rng(seed))
+        thermalize_momenta(start, 2.0 * temperature_K, rng=np.random.default_rng(seed))
     return _remove_com_momentum(start)
 
 
@@ -983,15 +983,15 @@ def reference_samples(calculator, atoms, config: ExtrapolationConfig = Extrapola
     ``{"axis": "temperature", "temperature_K": T}`` or ``{"axis": "strain", "volume_strain": x}``."""
     from ase import units
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.velocitydistribution import thermalize_momenta
 
     rng = np.random.default_rng(config.seed)
     configs, axes = [], []
     for T in config.temperatures_K:
         a = atoms.copy()
         a.calc = calculator
-        MaxwellBoltzmannDistribution(a, temperature_K=2.0 * T, rng=rng)  # 2·T: equipartition from the lattice sites
-        Stationary(a)
+        thermalize_momenta(a, 2.0 * T, rng=rng)  # 2·T: equipartition from the lattice sites
+        _remove_com_momentum(a)
         dyn = Langevin(a, config.md_timestep_fs * units.fs, temperature_K=T,
                        friction=config.friction_per_ps / (1000.0 * units.fs), fixcm=False, rng=rng)
         dyn.run(config.equilibration_steps)
