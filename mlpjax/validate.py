@@ -1477,6 +1477,8 @@ def report_markdown(report: dict) -> str:
             rv = getattr(re_, key) if re_ is not None else None
             name = key.replace("_GPa", "").replace("bulk_modulus", "B = (C11+2C12)/3")
             rows.append([f"{name} (GPa)", _f(mv), _f(rv), _pct(_rel(mv, rv))])
+        cauchy = [None if r is None else r.C12_GPa - r.C44_GPa for r in (mo, re_)]
+        rows.append(["C12 − C44 (GPa, Cauchy pressure; 0 for pair potentials)", _f(cauchy[0]), _f(cauchy[1]), "—"])
         out += [_table(["", "potential", "reference", "rel. error"], rows), ""]
         for label, r in (("potential", mo), ("reference", re_)):
             if r is not None and not r.cubic:
