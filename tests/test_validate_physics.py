@@ -303,3 +303,13 @@ def test_cli_validate_rejects_unknown_reference(tiny_model_file, tmp_path):
     from mlpjax.cli import main
 
     assert main(["validate", str(tiny_model_file), "--reference", str(tmp_path / "missing.xyz"), "--quiet"]) == 2
+
+
+def test_validate_help(capsys):
+    from mlpjax.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: mlpjax validate" in out and "--reference" in out and "--quick" in out
