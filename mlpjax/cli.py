@@ -1,7 +1,8 @@
-"""Command-line interface: ``mlpjax train | evaluate | md | analyze | data``.
+"""Command-line interface: ``mlpjax train | evaluate | validate | md | analyze | data``.
 
 Every sub-command is a thin layer over the Python API (mlpjax.train.train,
-mlpjax.validate.metrics, mlpjax.md.simulate, mlpjax.analysis, mlpjax.datasets), so
+mlpjax.validate.metrics, mlpjax.validate.validate_report, mlpjax.md.simulate,
+mlpjax.analysis, mlpjax.datasets), so
 scripts and the CLI do the same thing. ``mlpjax SUBCOMMAND --help`` documents each.
 """
 
@@ -89,6 +90,51 @@ def _cmd_evaluate(args) -> int:
     if args.parity:
         parity_plot(preds, configs, args.parity)
         print(f"wrote {args.parity}")
+    return 0
+
+
+# -------------------------------------------------------------------------- validate
+def _cmd_validate(args) -> int:
+    import dataclasses
+
+    from mlpjax import data, load
+    from mlpjax.validate import SECTIONS, DriftConfig, ReportConfig, validate_report
+
+    _enable_x64_if(not args.float32)
+    pot = load(args.model)
+    cfg = ReportConfig.quick() if args.quick else ReportConfig()
+    if args.skip:
+        skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+        unknown = sorted(skip - set(SECTIONS))
+        if unknown:
+            raise SystemExit(f"mlpjax validate: --skip {','.join(unknown)}: sections are {', '.join(SECTIONS)}")
+        cfg = dataclasses.replace(cfg, sections=tuple(s for s in cfg.sections if s not in skip))
+    cfg = dataclasses.replace(cfg, drift=dataclasses.replace(cfg.drift, dtype="float32" if args.float32 else "float64", seed=args.seed))
+    reference = args.reference
+    if reference.lower() != "emt" and not os.path.exists(reference):
+        raise FileNotFoundError(f"--reference {reference}: not 'emt' and no such data file")
+    training = None
+    if args.train:
+        training = data.read(args.train, units=args.units or pot.metadata.get("units", "eV"))
+    print(f"mlpjax validate: {args.model} against {reference} ({'quick' if args.quick else 'full'}; sections {', '.join(cfg.sections)})", flush=True)
+    report = validate_report(pot, reference, args.output, structure=args.structure, config=cfg, training_configs=training,
+                             model_name=os.path.abspath(args.model), units=args.units, progress=not args.quiet)
+    for c in report["checks"]:
+        if c["rel_error"] is None:
+            detail = f"{c['model']:+.4g} {c['unit']} (< {c['tolerance']:g})"
+        else:
+            detail = f"{c['model']:.5g} vs {c['reference']:.5g} {c['unit']} ({100 * c['rel_error']:+.2f} %, tolerance {100 * c['tolerance']:g} %)"
+        print(f"  [{'PASS' if c['passed'] else 'MISS'}] {c['name']}: {detail}")
+    drift = report["sections"].get("drift")
+    if drift is not None:
+        for r in drift.runs:
+            print(f"  NVE dt {r.timestep_fs:g} fs: drift {r.drift_meV_per_atom_per_ps:+.4f} meV/atom/ps, "
+                  f"fluctuation {r.fluctuation_meV_per_atom:.4g} meV/atom [{r.status}]")
+    for k, v in report["errors"].items():
+        print(f"  section {k} failed: {v}", file=sys.stderr)
+    print(f"wrote {os.path.join(args.output, 'report.md')}, report.json and {len(report['files']) - 2} plots")
+    if args.strict and (report["errors"] or not all(c["passed"] for c in report["checks"])):
+        return 1
     return 0
 
 
@@ -298,6 +344,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--float64", action="store_true")
     label_keys(e)
     e.set_defaults(func=_cmd_evaluate)
+
+    v = sub.add_parser(
+        "validate",
+        help="physical validation report (drift, EOS, elastic constants, VDOS, extrapolation)",
+        description="Validate MODEL and write DIR/report.md, DIR/report.json and PNG plots. With --reference emt every "
+        "quantity is compared against ASE's EMT (lattice constant, bulk modulus, C11/C12/C44, Γ phonons, VDOS, errors "
+        "vs temperature / volume strain / energy); with a labelled data file: parity and errors on it, plus the "
+        "model's own EOS, elastic constants, phonons, NVE drift and VDOS.",
+    )
+    v.add_argument("model")
+    v.add_argument("--reference", required=True, help="'emt' (ASE's EMT) or a labelled data file (extxyz, ASE db/traj, npz)")
+    v.add_argument("--structure", help="'fcc-Cu' (LATTICE-Symbol[:a], cubic cell) or a structure file; default: the element's reference state")
+    v.add_argument("--output", default="validation", help="output directory (default: validation)")
+    v.add_argument("--quick", action="store_true", help="short MD runs and few samples (about a minute)")
+    v.add_argument("--train", help="training data: marks the training range on the extrapolation plots")
+    v.add_argument("--skip", help="comma-separated sections to leave out: parity,eos,elastic,phonons,drift,vdos,extrapolation")
+    v.add_argument("--float32", action="store_true", help="run in float32 (default float64, which the drift levels assume)")
+    v.add_argument("--units", help="units of the data files (default: those the model was trained with)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--strict", action="store_true", help="exit with status 1 if a check misses or a section fails")
+    v.add_argument("--quiet", action="store_true")
+    v.set_defaults(func=_cmd_validate)
 
     m = sub.add_parser("md", help="molecular dynamics with jax-md",
                        description="NVE, NVT (Langevin or Nosé–Hoover chain) or NPT (Nosé–Hoover, isotropic) MD of "
