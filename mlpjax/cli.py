@@ -184,6 +184,9 @@ def _cmd_md(args) -> int:
     wall = time.perf_counter() - t0
     th = result.thermo
     n = len(structure)
+    if tuple(result.image_repeats) != (1, 1, 1):
+        print("periodic images: the cell is narrower than 2 × (cutoff + skin); it was simulated exactly through a "
+              f"{'×'.join(map(str, result.image_repeats))} supercell of its images (mlpjax.md.build_system)")
     half = len(th["T_K"]) // 2
     print(
         f"done: {result.steps_done} steps, {th['time_ps'][-1]:g} ps; final E_pot {th['E_pot_eV'][-1]:.4f} eV "

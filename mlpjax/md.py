@@ -228,6 +228,7 @@ class MDResult:
     steps_done: int
     timings: dict  # compile_s, run_s, chunk_s (list), steps_per_s (median over chunks after the first)
     final_state: Any = None  # the jax-md integrator state at the end (simulation coordinates)
+    image_repeats: tuple = (1, 1, 1)  # multi-image path: the image supercell used for a narrow cell
 
 
 # ----------------------------------------------------------------------------- cells
@@ -1173,4 +1174,5 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
         steps_done=config.steps,
         timings=timings,
         final_state=final,
+        image_repeats=tuple(system.repeats),
     )

@@ -94,11 +94,21 @@ def test_md_nvt_with_supercell(trained, workdir):
     assert len(rows) >= 4 and all(np.isfinite(float(r["T_K"])) for r in rows)
 
 
-def test_md_small_cell_is_a_clear_error(trained, workdir):
+def test_md_small_cell_runs_through_its_periodic_images(trained, workdir, capsys):
+    """A 4-atom cell narrower than 2 × (cutoff + skin) is simulated exactly via the multi-image
+    path (no silent minimum-image error); its energy per atom equals the 3×3×3 supercell's."""
     start = workdir / "cu_small.xyz"
     ase_write(start, bulk("Cu", "fcc", a=3.59, cubic=True))  # 3.59 Å box < 2 × (cutoff + skin)
-    with pytest.raises(ValueError, match="supercell"):
-        main(["md", str(trained / "model.mlpjax"), str(start), "--steps", "10", "--quiet"])
+    assert main(["md", str(trained / "model.mlpjax"), str(start), "--steps", "10", "--quiet",
+                 "--log", str(workdir / "small.csv")]) == 0
+    assert "supercell of its images" in capsys.readouterr().out
+    big = workdir / "cu_big.xyz"
+    ase_write(big, bulk("Cu", "fcc", a=3.59, cubic=True).repeat(3))
+    assert main(["md", str(trained / "model.mlpjax"), str(big), "--steps", "10", "--quiet",
+                 "--temperature", "0", "--log", str(workdir / "big.csv")]) == 0
+    e_small = float((workdir / "small.csv").read_text().splitlines()[1].split(",")[2]) / 4
+    e_big = float((workdir / "big.csv").read_text().splitlines()[1].split(",")[2]) / 108
+    assert abs(e_small - e_big) < 1e-5
 
 
 def test_bad_training_file_names_file_and_frame(workdir, capsys):
