@@ -268,7 +268,9 @@ def test_blow_up_raises_and_writes_last_good_frame(cu_pot, tmp_path):
 
 def test_config_validation():
     with pytest.raises(ValueError, match="ensemble"):
-        MDConfig(ensemble="npt")
+        MDConfig(ensemble="nph")
+    with pytest.raises(ValueError, match="chain_length"):
+        MDConfig(ensemble="nvt_nh", chain_length=0)
     with pytest.raises(ValueError, match="timestep"):
         MDConfig(timestep_fs=0.0)
     cfg = MDConfig(temperature_K=300.0, max_temperature_factor=10.0)
