@@ -707,7 +707,6 @@ def _make_record_fn(system: MDSystem, config: MDConfig, box_of):
     from jax_md import quantity
 
     n = system.n_atoms
-    d = jax.vmap(system.nbr_displacement_fn)
 
     def record(state, nbrs):
         m = system.masses[:, None]
@@ -737,7 +736,6 @@ def _make_record_fn(system: MDSystem, config: MDConfig, box_of):
             out["min_dist"] = jnp.min(jnp.where(mask, r, jnp.inf))
         return out
 
-    del d
     return record
 
 

@@ -52,16 +52,20 @@ def test_gap_fits_emt_copper(fitted):
     assert m["force_mae_meV_per_A"] < 80.0
 
 
+def _linear_model_and_prediction(pot, configs, compute_stress):
+    """(y₀ + Φ α from the fit's design rows, Potential.predict) on one batch of ``configs``."""
+    graphs = to_graphs(configs, pot.species, pot.cutoff)
+    batch = next(batches(graphs, make_budget(graphs, len(configs))))
+    phi, y0 = gap._design_fn(pot, compute_stress, 32)(pot.params, batch)
+    lin = np.asarray(y0) + np.asarray(phi) @ np.asarray(pot.params["params"]["alpha"]).reshape(-1)
+    return lin, pot.predict(pot.params, batch, compute_stress=compute_stress), batch
+
+
 def test_design_matrix_matches_the_potentials_forces(fitted):
     """y₀ + Φ α (the linear model the fit solves) equals Potential.predict (the single
     jax.grad path used in MD) for the fitted α: energies and forces."""
     res, train_set, _ = fitted
-    pot = res.potential
-    graphs = to_graphs(train_set[:3], pot.species, pot.cutoff)
-    batch = next(batches(graphs, make_budget(graphs, 3)))
-    phi, y0 = gap._design_fn(pot, False, 32)(pot.params, batch)
-    lin = np.asarray(y0) + np.asarray(phi) @ np.asarray(pot.params["params"]["alpha"]).reshape(-1)
-    out = pot.predict(pot.params, batch, compute_stress=False)
+    lin, out, _ = _linear_model_and_prediction(res.potential, train_set[:3], False)
     ref = np.concatenate([np.asarray(out.energy), np.asarray(out.forces).reshape(-1)])
     np.testing.assert_allclose(lin, ref, rtol=1e-9, atol=1e-9)
 
@@ -105,12 +109,7 @@ def test_stress_rows_are_fitted_and_match_the_potentials_stress(tmp_path):
         res = train(cfg, train_set, output_dir=tmp_path / name, test_configs=test_set, progress=False)
         errs[name] = (metrics(res.potential, train_set)["stress_rmse_meV_per_A3"], res.test_metrics["stress_mae_meV_per_A3"])
         if name == "with":
-            pot = res.potential
-            graphs = to_graphs(train_set[:2], pot.species, pot.cutoff)
-            batch = next(batches(graphs, make_budget(graphs, 2)))
-            phi, y0 = gap._design_fn(pot, True, 32)(pot.params, batch)
-            lin = np.asarray(y0) + np.asarray(phi) @ np.asarray(pot.params["params"]["alpha"]).reshape(-1)
-            out = pot.predict(pot.params, batch, compute_stress=True)
+            lin, out, batch = _linear_model_and_prediction(res.potential, train_set[:2], True)
             n_g, n_n = batch.graph_mask.shape[0], batch.positions.shape[0]
             stress_rows = lin[n_g + 3 * n_n:].reshape(n_g, 3, 3)
             np.testing.assert_allclose(stress_rows, np.asarray(out.stress), rtol=1e-9, atol=1e-12)

@@ -162,7 +162,8 @@ class DescriptorNetwork(nn.Module):
         self.networks = ElementMLP(self.num_species, self.config.hidden, self.config.activation)
 
     def features(self, vectors, species, senders, receivers, edge_mask):
-        raise NotImplementedError
+        """Raw descriptor [n_nodes, F]; abstract: BPNN (ACSF) and ANI (AEV) implement it."""
+        raise NotImplementedError(f"{type(self).__name__} must define features()")
 
     def __call__(self, vectors, species, senders, receivers, edge_mask):
         """
