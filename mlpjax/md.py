@@ -44,6 +44,7 @@ working directory), logs are flushed and :class:`MDInstabilityError` is raised.
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import functools
@@ -865,9 +866,10 @@ def write_restart(path, system: MDSystem, config: MDConfig, state, nbrs, step: i
     _io.write_checked(path, _RESTART_MAGIC, payload)
 
 
-def read_restart(path, system: MDSystem, config: MDConfig, state_template, nbrs_template):
-    """(state, nbrs, step) from :func:`write_restart`; a clear error if the file is damaged or
-    belongs to another system/ensemble/timestep."""
+def load_restart(path, system: MDSystem, config: MDConfig) -> dict:
+    """The checked payload of a restart file (:func:`write_restart`): a clear error if the file
+    is damaged or belongs to another system/ensemble/timestep. Cheap: called before anything is
+    compiled."""
     from mlpjax import _io
 
     payload = _io.read_checked(path, _RESTART_MAGIC, "MD restart file")
@@ -879,6 +881,14 @@ def read_restart(path, system: MDSystem, config: MDConfig, state_template, nbrs_
             f"{k} is {a!r} in the file but {b!r} here" for k, (a, b) in diff.items()))
     if int(payload["step"]) > config.steps:
         raise ValueError(f"{path}: the restart is at step {payload['step']}, beyond steps = {config.steps}")
+    return payload
+
+
+def read_restart(path, system: MDSystem, config: MDConfig, state_template, nbrs_template, payload=None):
+    """(state, nbrs, step) from :func:`write_restart` (``payload``: from :func:`load_restart`,
+    else the file is read and checked here)."""
+    if payload is None:
+        payload = load_restart(path, system, config)
 
     def fill(template, leaves, what):
         t_leaves, treedef = jax.tree_util.tree_flatten(template)
@@ -896,6 +906,105 @@ def read_restart(path, system: MDSystem, config: MDConfig, state_template, nbrs_
             nbrs_template = dataclasses.replace(nbrs_template, max_occupancy=occ)
     nbrs = fill(nbrs_template, payload["nbrs"], "neighbour list")
     return state, hashable_neighbor_list(nbrs), int(payload["step"])
+
+
+@dataclasses.dataclass
+class _Engine:
+    """The compiled parts of a run: the system's functions, the integrator and the jitted
+    start/record/chunk functions (compiled on first use, then reused)."""
+
+    potential: Any  # the Potential it was built for (the first of equal ones)
+    system: MDSystem
+    dof: int
+    box_of: Callable
+    chunk_fn: _CompileCache
+    start: Callable
+    record_at: Callable
+
+
+_ENGINES: "collections.OrderedDict[tuple, _Engine]" = collections.OrderedDict()
+_ENGINE_CACHE_SIZE = 4
+
+
+def _potential_fingerprint(potential) -> tuple:
+    """Content of a Potential that its energy function depends on (architecture, normalisation
+    and a SHA-1 of every parameter array; not the metadata): equal for a model loaded twice."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for leaf in jax.tree_util.tree_leaves(potential.params):
+        a = np.asarray(leaf)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return (potential.model, repr(potential.model_config), float(potential.cutoff), tuple(potential.species),
+            tuple(float(e) for e in potential.reference_energies), float(potential.energy_shift),
+            float(potential.energy_scale), float(potential.avg_num_neighbors),
+            str(jax.tree_util.tree_structure(potential.params)), h.hexdigest())
+
+
+def _engine_key(potential, atoms, config: MDConfig, record_every: int) -> tuple:
+    """What the compiled functions depend on: the potential's content (architecture, settings,
+    parameters), composition, masses, cell,
+    periodicity, precision and the dynamics settings (not the seed, the starting positions or
+    velocities, the chunking or the output settings; the run length only through ramps)."""
+    ramp = config.temperature_final_K is not None or config.pressure_final_GPa is not None
+    dynamics = dataclasses.replace(
+        config, seed=0, initial_velocities="maxwell-boltzmann", chunk_steps=1, log_every=1, traj_every=1,
+        traj_forces=True, max_temperature_factor=1.0, max_temperature_floor_K=0.0, max_reallocations_per_chunk=0,
+        steps=config.steps if ramp else 0)
+    arr = lambda x: (np.asarray(x).dtype.str, np.asarray(x).shape, np.asarray(x).tobytes())  # noqa: E731
+    return (_potential_fingerprint(potential), arr(atoms.numbers), arr(atoms.get_masses()), arr(atoms.cell.array), arr(atoms.pbc),
+            dynamics, int(record_every), bool(jax.config.jax_enable_x64))
+
+
+def _engine(potential, atoms, config: MDConfig, record_every: int) -> _Engine:
+    """The (cached) engine for this run; its ``system`` carries this run's starting positions.
+
+    Compiling the chunk, start and record functions costs seconds to tens of seconds, far more
+    than a short run; a second run of the same potential on the same cell with the same
+    dynamics (another seed or start structure, a restart, an active-learning exploration)
+    reuses them, also for the same model loaded again from its file (the CLI's restarts). The
+    jitted functions close over the potential's parameters, so the key holds a fingerprint of
+    the potential's content, parameters included (:func:`_potential_fingerprint`)."""
+    from jax_md import simulate as jsim
+
+    system = build_system(potential, atoms, config)
+    key = _engine_key(potential, atoms, config, record_every)
+    hit = _ENGINES.get(key)
+    if hit is not None:
+        _ENGINES.move_to_end(key)
+        return dataclasses.replace(hit, system=dataclasses.replace(hit.system, positions=system.positions))
+
+    init, step_fn, dof, box_of = _integrator(system, config)
+    base_record = _make_record_fn(system, config, box_of)
+
+    def record_fn(state, nbrs, k):
+        out = base_record(state, nbrs)
+        k = jnp.asarray(k).astype(state.position.dtype)
+        kT = config.kT_at(k)
+        if config.ensemble == "nvt_nh":
+            out["econs"] = jsim.nvt_nose_hoover_invariant(system.energy_fn, state, kT, neighbor=nbrs)
+        elif config.ensemble == "npt":
+            out["econs"] = jsim.npt_nose_hoover_invariant(system.energy_fn, state, config.pressure_at(k), kT, neighbor=nbrs)
+        return out
+
+    @jax.jit
+    def start(key, R, nbrs, momenta):
+        state = init(key, R, nbrs)
+        if momenta is not None:
+            state = state.set(momentum=momenta)
+        # jax-md builds some chain variables in float32: keep the whole state in the run's dtype
+        return jax.tree_util.tree_map(
+            lambda x: jnp.asarray(x).astype(system.dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x,
+            state)
+
+    engine = _Engine(potential=potential, system=system, dof=dof, box_of=box_of,
+                     chunk_fn=_CompileCache(_make_chunk_fn(step_fn, record_fn, record_every, config)),
+                     start=start, record_at=jax.jit(record_fn))
+    _ENGINES[key] = engine
+    while len(_ENGINES) > _ENGINE_CACHE_SIZE:
+        _ENGINES.popitem(last=False)
+    return engine
 
 
 def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, *, trajectory=None, log=None,
@@ -921,7 +1030,6 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
       MDInstabilityError: the run exploded (last good frame written, logs flushed).
     """
     config = config or MDConfig()
-    system = build_system(potential, atoms_or_configuration, config)
     input_atoms = _as_atoms(atoms_or_configuration)
     record_every = math.gcd(config.log_every, config.traj_every) if trajectory is not None else config.log_every
     if config.steps % record_every:
@@ -933,48 +1041,24 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
     dt_ps = config.timestep_fs / 1000.0
     t_limit = config.temperature_limit_K
     from ase import units
-    from jax_md import simulate as jsim
 
-    init, step_fn, dof, box_of = _integrator(system, config)
-    base_record = _make_record_fn(system, config, box_of)
-
-    def record_fn(state, nbrs, k):
-        out = base_record(state, nbrs)
-        k = jnp.asarray(k).astype(state.position.dtype)
-        kT = config.kT_at(k)
-        if config.ensemble == "nvt_nh":
-            out["econs"] = jsim.nvt_nose_hoover_invariant(system.energy_fn, state, kT, neighbor=nbrs)
-        elif config.ensemble == "npt":
-            out["econs"] = jsim.npt_nose_hoover_invariant(system.energy_fn, state, config.pressure_at(k), kT, neighbor=nbrs)
-        return out
-
-    chunk_fn = _CompileCache(_make_chunk_fn(step_fn, record_fn, record_every, config))
+    engine = _engine(potential, input_atoms, config, record_every)
+    system, dof, box_of, chunk_fn, start, record_at = (engine.system, engine.dof, engine.box_of, engine.chunk_fn,
+                                                       engine.start, engine.record_at)
 
     t_setup = time.perf_counter()
+    compile_s0 = chunk_fn.compile_s
     nbrs = system.allocate(system.positions, box=system.box if config.ensemble == "npt" else None)
     key = jax.random.PRNGKey(config.seed)
     momenta = None
     if config.initial_velocities == "atoms":
         momenta = jnp.asarray(system.from_input_frame(input_atoms.get_momenta()), system.dtype)
 
-    @jax.jit
-    def start(key, R, nbrs, momenta):
-        state = init(key, R, nbrs)
-        if momenta is not None:
-            state = state.set(momentum=momenta)
-        # jax-md builds some chain variables in float32: keep the whole state in the run's dtype
-        return jax.tree_util.tree_map(
-            lambda x: jnp.asarray(x).astype(system.dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x,
-            state)
-
-    @jax.jit
-    def record_at(state, nbrs, k):
-        return record_fn(state, nbrs, k)
-
+    payload = load_restart(restart, system, config) if restart is not None else None  # fail before compiling
     state = start(key, system.positions, nbrs, momenta)
     first = 0
     if restart is not None:
-        state, nbrs, first = read_restart(restart, system, config, state, nbrs)
+        state, nbrs, first = read_restart(restart, system, config, state, nbrs, payload=payload)
     rec0 = jax.device_get(record_at(state, nbrs, jnp.asarray(first, jnp.int32)))
     setup_s = time.perf_counter() - t_setup
     remaining = config.steps - first
@@ -1153,7 +1237,7 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
     steady = [t / k for t, k in zip(chunk_s[1:], lengths[1:]) if k == chunk] or [t / k for t, k in zip(chunk_s, lengths)]
     timings = {
         "setup_s": setup_s,
-        "compile_s": chunk_fn.compile_s,
+        "compile_s": chunk_fn.compile_s - compile_s0,  # 0 when an earlier run compiled it (see _engine)
         "run_s": run_s,
         "chunk_s": chunk_s,
         "chunk_steps": chunk,

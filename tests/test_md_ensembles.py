@@ -8,6 +8,8 @@ Tiny untrained SchNet potentials (smooth, not physical), float64, ~100 atoms.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from ase.build import bulk
 
 from mlpjax import models
 from mlpjax.md import EV_PER_A3_IN_GPA, MDConfig, build_system, simulate
-from mlpjax.potential import Potential
+from mlpjax.potential import Potential, load
 
 SMALL = {"features": 16, "interactions": 2, "num_rbf": 8, "filter_hidden": 16}
 
@@ -90,7 +92,7 @@ def test_restart_continues_bit_for_bit(pot, ensemble, tmp_path):
     """run(200 steps) == run(100 steps) → restart file → run(to 200 steps), exactly, in float64
     (Langevin: the RNG key is in the state; NPT: the box and both chains are), and the log and
     trajectory of the two halves add up to those of the straight run."""
-    atoms = _cu(n=2, seed=4)
+    atoms = _cu(seed=4)
     kw = dict(ensemble=ensemble, temperature_K=300.0, timestep_fs=1.0, chunk_steps=50, log_every=10, traj_every=50,
               dtype="float64", seed=3)
     with jax.enable_x64(True):
@@ -107,7 +109,7 @@ def test_restart_continues_bit_for_bit(pot, ensemble, tmp_path):
 
 
 def test_restart_file_errors(pot, tmp_path):
-    atoms = _cu(n=2)
+    atoms = _cu(seed=4)  # the restart test's system and dynamics: its compiled functions are reused
     kw = dict(ensemble="nvt", temperature_K=300.0, chunk_steps=20, log_every=10, dtype="float64")
     with jax.enable_x64(True):
         simulate(pot, atoms, MDConfig(steps=20, **kw), progress=False, restart_out=tmp_path / "r.restart")
@@ -135,7 +137,7 @@ def test_cli_npt_with_restart(pot, tmp_path, capsys):
     from mlpjax.cli import main
 
     pot.save(tmp_path / "m.mlpjax")
-    ase.io.write(tmp_path / "cu.xyz", _cu(n=2))
+    ase.io.write(tmp_path / "cu.xyz", _cu())
     base = ["md", str(tmp_path / "m.mlpjax"), str(tmp_path / "cu.xyz"), "--ensemble", "npt", "--temperature", "300",
             "--pressure", "1.0", "--log-every", "10", "--traj-every", "20", "--quiet",
             "--output", str(tmp_path / "t.traj"), "--log", str(tmp_path / "t.csv")]
@@ -147,3 +149,30 @@ def test_cli_npt_with_restart(pot, tmp_path, capsys):
     assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(0, 81, 10))
     frames = ase.io.read(tmp_path / "t.traj", ":")
     assert [f.info.get("step") for f in frames] == [0, 20, 40, 60, 80] or len(frames) == 5
+
+
+def test_compiled_engine_is_reused_only_for_the_same_dynamics(pot, tmp_path):
+    """simulate reuses the compiled functions of an earlier run of the same potential object on
+    the same cell with the same dynamics (other seed, start positions or output settings), and
+    never across potentials, cells, timesteps, ensembles or ramp lengths. (Nothing is compiled
+    here: the engines are built, not run.)"""
+    from mlpjax.md import _engine
+
+    a, b = _cu(seed=7), _cu(seed=8)  # same cell, other positions
+    cfg = MDConfig(ensemble="nvt", steps=100, dtype="float32")
+    e1 = _engine(pot, a, cfg, 10)
+    e2 = _engine(pot, b, dataclasses.replace(cfg, seed=5, steps=300, chunk_steps=7), 10)
+    assert e2.chunk_fn is e1.chunk_fn and e2.start is e1.start
+    pot.save(tmp_path / "m.mlpjax")  # the same model loaded from its file (the CLI's restarts)
+    assert _engine(load(tmp_path / "m.mlpjax"), a, cfg, 10).chunk_fn is e1.chunk_fn
+    np.testing.assert_array_equal(np.asarray(e2.system.positions), np.asarray(build_system(pot, b, cfg).positions))
+    other_pot = pot.replace(params=jax.tree_util.tree_map(lambda x: x * 1.01, pot.params))
+    strained = a.copy()
+    strained.set_cell(a.cell * 1.01, scale_atoms=True)
+    ramp = MDConfig(ensemble="nvt", steps=100, temperature_final_K=600.0, dtype="float32")
+    for other in (_engine(other_pot, a, cfg, 10), _engine(pot, strained, cfg, 10), _engine(pot, a, cfg, 20),
+                  _engine(pot, a, MDConfig(ensemble="nvt", steps=100, timestep_fs=2.0, dtype="float32"), 10),
+                  _engine(pot, a, MDConfig(ensemble="nve", steps=100, dtype="float32"), 10),
+                  _engine(pot, a, ramp, 10)):
+        assert other.chunk_fn is not e1.chunk_fn
+    assert _engine(pot, a, ramp, 10).chunk_fn is not _engine(pot, a, dataclasses.replace(ramp, steps=200), 10).chunk_fn
