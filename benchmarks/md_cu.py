@@ -1,0 +1,209 @@
+"""Production-MD benchmark of the quickstart Cu potential against ASE's EMT (issue 5):
+the density of fcc Cu at 300 K and 0 GPa from a 10,976-atom NPT run.
+
+Protocol (the same for both sides): fcc Cu built at ``mlpjax.datasets.EMT_CU_LATTICE``
+(3.59 Å), Maxwell–Boltzmann velocities at the target temperature, isotropic MTK
+Nosé–Hoover NPT (thermostat and barostat chains; mlpjax: ``jax_md.simulate.npt_nose_hoover``
+via ``mlpjax.md.simulate``; EMT: ``ase.md.nose_hoover_chain.IsotropicMTKNPT``), 300 K,
+0 GPa, 2 fs, thermostat τ 100 fs, barostat τ 500 fs; the volume is averaged over the second
+half of the run (block-averaged error bar over 5 blocks).
+
+* mlpjax: the quickstart SchNet on 14×14×14 cubic cells = 10,976 atoms (float32), and on the
+  4×4×4 cell of the EMT run (256 atoms) to show the density does not depend on the size.
+* EMT: ASE's own MD on the 4×4×4 cell (256 atoms; ASE's EMT costs ~0.2 s per step there,
+  10,976 atoms would take hours). The density of a crystal at 300 K has no size effect at
+  this level (checked with the mlpjax model on both sizes).
+
+Target (issue 5): the 10,976-atom density within 1 % of EMT's.
+
+    taskset -c 1 python benchmarks/md_cu.py npt --model M.mlpjax   # ~25 min on one core
+    python benchmarks/md_cu.py npt                                 # trains the quickstart potential first (4 min)
+    python benchmarks/md_cu.py npt --repeat 6 --steps 200 --emt-steps 200 --no-record   # smoke run
+
+Writes ``benchmarks/results/md_cu_npt.json`` and appends a section to ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+from _common import RESULTS_DIR, append_results, environment, markdown_table, write_json  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AMU_PER_A3_IN_G_PER_CM3 = 1.66053906660  # 1 amu/Å³ = 1.66054 g/cm³
+
+
+def block_mean(x, n_blocks: int = 5):
+    """Mean and standard error from ``n_blocks`` contiguous blocks."""
+    x = np.asarray(x, np.float64)
+    blocks = np.array([b.mean() for b in np.array_split(x, n_blocks)])
+    return float(x.mean()), float(blocks.std(ddof=1) / np.sqrt(n_blocks))
+
+
+def density(mass_amu: float, volume_A3):
+    return mass_amu / np.asarray(volume_A3) * AMU_PER_A3_IN_G_PER_CM3
+
+
+def run_mlpjax(pot, repeat: int, args):
+    from ase.build import bulk
+
+    from mlpjax.datasets import EMT_CU_LATTICE
+    from mlpjax.md import MDConfig, simulate
+
+    atoms = bulk("Cu", "fcc", a=EMT_CU_LATTICE, cubic=True).repeat(repeat)
+    cfg = MDConfig(ensemble="npt", temperature_K=args.temperature, pressure_GPa=args.pressure, timestep_fs=args.timestep,
+                   steps=args.steps, chunk_steps=100, log_every=10, thermostat_tau_fs=args.thermostat_tau,
+                   barostat_tau_fs=args.barostat_tau, dtype="float32", seed=0)
+    t0 = time.perf_counter()
+    res = simulate(pot, atoms, cfg, progress=True)
+    wall = time.perf_counter() - t0
+    th = res.thermo
+    half = th["step"] >= args.steps // 2
+    v, dv = block_mean(th["V_A3"][half])
+    mass = float(atoms.get_masses().sum())
+    return {
+        "n_atoms": len(atoms), "volume_A3": v, "volume_err_A3": dv, "density_g_cm3": float(density(mass, v)),
+        "density_err_g_cm3": float(density(mass, v) * dv / v), "lattice_A": float((4 * v / len(atoms)) ** (1 / 3)),
+        "T_K": float(np.mean(th["T_K"][half])), "P_GPa": float(np.mean(th["P_GPa"][half])),
+        "wall_s": wall, "steps_per_s": res.timings["steps_per_s"], "compile_s": res.timings["compile_s"],
+        "time_ps": th["time_ps"].tolist(), "V_per_atom": (th["V_A3"] / len(atoms)).tolist(),
+    }
+
+
+def run_emt(repeat: int, args):
+    from ase import units
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.md.nose_hoover_chain import IsotropicMTKNPT
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+    from mlpjax.datasets import EMT_CU_LATTICE
+
+    atoms = bulk("Cu", "fcc", a=EMT_CU_LATTICE, cubic=True).repeat(repeat)
+    atoms.calc = EMT()
+    MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=np.random.default_rng(0))
+    Stationary(atoms)
+    dyn = IsotropicMTKNPT(atoms, timestep=args.timestep * units.fs, temperature_K=args.temperature,
+                          pressure_au=args.pressure * units.GPa, tdamp=args.thermostat_tau * units.fs,
+                          pdamp=args.barostat_tau * units.fs)
+    steps, vols, temps, times = [], [], [], []
+
+    def log():
+        steps.append(dyn.nsteps)
+        vols.append(atoms.get_volume())
+        temps.append(atoms.get_temperature())
+        times.append(dyn.nsteps * args.timestep / 1000.0)
+
+    dyn.attach(log, interval=10)
+    t0 = time.perf_counter()
+    last = time.perf_counter()
+    for done in range(0, args.emt_steps, 100):
+        dyn.run(min(100, args.emt_steps - done))
+        if time.perf_counter() - last > 30:
+            last = time.perf_counter()
+            print(f"[emt] step {dyn.nsteps}/{args.emt_steps}  T = {temps[-1]:.0f} K  V/N = {vols[-1] / len(atoms):.4f} Å³",
+                  file=sys.stderr, flush=True)
+    wall = time.perf_counter() - t0
+    steps, vols = np.asarray(steps), np.asarray(vols)
+    half = steps >= args.emt_steps // 2
+    v, dv = block_mean(vols[half])
+    mass = float(atoms.get_masses().sum())
+    return {
+        "n_atoms": len(atoms), "volume_A3": v, "volume_err_A3": dv, "density_g_cm3": float(density(mass, v)),
+        "density_err_g_cm3": float(density(mass, v) * dv / v), "lattice_A": float((4 * v / len(atoms)) ** (1 / 3)),
+        "T_K": float(np.mean(np.asarray(temps)[half])), "wall_s": wall, "steps_per_s": args.emt_steps / wall,
+        "time_ps": times, "V_per_atom": (vols / len(atoms)).tolist(),
+    }
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, r in results.items():
+        ax.plot(r["time_ps"], r["V_per_atom"], label=f"{label} ({r['n_atoms']} atoms)")
+    ax.set_xlabel("t (ps)")
+    ax.set_ylabel("V / N (Å³)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("task", choices=["npt"])
+    p.add_argument("--model", help="the quickstart potential's model file (default: train it, 4 min)")
+    p.add_argument("--repeat", type=int, default=14, help="cubic repeats of the large mlpjax cell (14: 10,976 atoms)")
+    p.add_argument("--emt-repeat", type=int, default=4, help="cubic repeats of the EMT (and small mlpjax) cell")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--emt-steps", type=int, default=None, help="default: --steps")
+    p.add_argument("--timestep", type=float, default=2.0, help="fs")
+    p.add_argument("--temperature", type=float, default=300.0, help="K")
+    p.add_argument("--pressure", type=float, default=0.0, help="GPa")
+    p.add_argument("--thermostat-tau", type=float, default=100.0, help="fs")
+    p.add_argument("--barostat-tau", type=float, default=500.0, help="fs")
+    p.add_argument("--no-record", action="store_true")
+    args = p.parse_args(argv)
+    args.emt_steps = args.emt_steps or args.steps
+
+    import mlpjax
+
+    t_start = time.perf_counter()
+    if args.model:
+        pot, source = mlpjax.load(args.model), os.path.abspath(args.model)
+    else:
+        from mlpjax.datasets import emt_cu
+        from validate_cu import _train
+
+        ns = argparse.Namespace(train_minutes=None, output=str(RESULTS_DIR / "md_cu"))
+        pot, info = _train(ns, emt_cu(seed=0))
+        source = f"quickstart SchNet trained here ({info['epochs']} epochs, {info['train_wall_s']:.0f} s)"
+    print(f"potential: {source}", flush=True)
+
+    results = {}
+    print(f"EMT (ASE MD), {4 * args.emt_repeat ** 3} atoms, {args.emt_steps} steps", flush=True)
+    results["EMT"] = run_emt(args.emt_repeat, args)
+    for rep in dict.fromkeys((args.emt_repeat, args.repeat)):
+        print(f"mlpjax NPT, {4 * rep ** 3} atoms, {args.steps} steps", flush=True)
+        results[f"mlpjax {4 * rep ** 3}"] = run_mlpjax(pot, rep, args)
+    ref = results["EMT"]["density_g_cm3"]
+    rows = []
+    for label, r in results.items():
+        rel = r["density_g_cm3"] / ref - 1.0
+        rows.append([label, r["n_atoms"], f"{r['density_g_cm3']:.4f} ± {r['density_err_g_cm3']:.4f}", f"{r['lattice_A']:.4f}",
+                     f"{r['T_K']:.1f}", f"{r.get('P_GPa', float('nan')):.3f}", "—" if label == "EMT" else f"{100 * rel:+.2f} %",
+                     f"{r['steps_per_s']:.2f}", f"{r['wall_s']:.0f}"])
+    table = markdown_table(["run", "atoms", "ρ g/cm³ (2nd half)", "a Å", "⟨T⟩ K", "⟨P⟩ GPa", "Δρ vs EMT", "steps/s",
+                            "wall s"], rows)
+    big = results[f"mlpjax {4 * args.repeat ** 3}"]
+    rel_big = big["density_g_cm3"] / ref - 1.0
+    verdict = "PASS" if abs(rel_big) < 0.01 else "MISS"
+    print("\n" + table + f"\n\n{big['n_atoms']}-atom density vs EMT: {100 * rel_big:+.2f} % (target ±1 %): {verdict}")
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    plot(results, RESULTS_DIR / "md_cu_npt.png")
+    if not args.no_record:
+        write_json("md_cu_npt.json", {"environment": environment(), "potential": source, "args": vars(args),
+                                      "results": results, "density_rel_error": rel_big, "verdict": verdict,
+                                      "wall_s": time.perf_counter() - t_start})
+        how = "`taskset -c 1 python benchmarks/md_cu.py npt" + (f" --model {args.model}" if args.model else "") + "`"
+        body = (f"{how}: NPT (MTK Nosé–Hoover, {args.temperature:g} K, {args.pressure:g} GPa, {args.timestep:g} fs, "
+                f"τ_T {args.thermostat_tau:g} fs, τ_P {args.barostat_tau:g} fs, {args.steps} steps, volume averaged over "
+                f"the second half). Potential: {source}. mlpjax in float32 on one CPU core; EMT = ASE's MD.\n\n{table}\n\n"
+                f"- {big['n_atoms']}-atom density vs EMT: **{100 * rel_big:+.2f} %** (target ±1 %): {verdict}.")
+        append_results("NPT density of Cu at 300 K, quickstart potential vs EMT", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
