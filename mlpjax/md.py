@@ -288,8 +288,8 @@ class MDSystem:
     rotation: np.ndarray  # vectors: x_input = x_sim @ rotation
     displacement_fn: Callable
     shift_fn: Callable
-    energy_fn: Callable  # (R, neighbor, box=None, perturbation=None) -> eV (per simulated cell)
-    force_fn: Callable  # (R, neighbor, box=None) -> eV/Å (Cartesian, simulation frame)
+    energy_fn: Callable | None  # (R, neighbor, box=None, perturbation=None) -> eV (per simulated cell)
+    force_fn: Callable | None  # (R, neighbor, box=None) -> eV/Å (Cartesian, simulation frame)
     neighbor_fn: Any  # jax-md NeighborListFns (over the image supercell when repeats != (1, 1, 1))
     dtype: Any
     repeats: tuple = (1, 1, 1)  # multi-image: the neighbour list and energy run over this supercell of images
@@ -470,29 +470,7 @@ def build_system(potential, structure, config: MDConfig | None = None) -> MDSyst
     nbr_numbers = np.tile(numbers, n_copies)
     base_energy = pot.energy_fn(nbr_displacement, nbr_numbers)
     base_force = pot.force_fn(nbr_displacement, nbr_numbers)
-    reps_arr = np.asarray(repeats, np.float64)
-
-    def _super_kwargs(kwargs):
-        kwargs = dict(kwargs)
-        if shifts is not None and kwargs.get("box") is not None:
-            kwargs["box"] = kwargs["box"] * jnp.asarray(reps_arr, kwargs["box"].dtype)[None, :]
-        return kwargs
-
-    def _expand(R):
-        if shifts is None:
-            return R
-        return _expand_images(R, jnp.asarray(shifts, R.dtype), jnp.asarray(reps_arr, R.dtype))
-
-    def energy_fn(R, neighbor=None, **kwargs):
-        """eV of the simulated cell; kwargs (box, perturbation, species) go to jax-md's displacement."""
-        return base_energy(_expand(R), neighbor=neighbor, **_super_kwargs(kwargs)) / n_copies
-
-    def force_fn(R, neighbor=None, **kwargs):
-        """eV/Å [N, 3], Cartesian (simulation frame)."""
-        f = base_force(_expand(R), neighbor=neighbor, **_super_kwargs(kwargs))
-        return f.reshape(n_copies, R.shape[0], f.shape[-1]).mean(0) if shifts is not None else f
-
-    return MDSystem(
+    system = MDSystem(
         potential=pot,
         numbers=numbers,
         masses=jnp.asarray(masses, dtype),
@@ -504,14 +482,29 @@ def build_system(potential, structure, config: MDConfig | None = None) -> MDSyst
         rotation=rotation,
         displacement_fn=displacement_fn,
         shift_fn=shift_fn,
-        energy_fn=energy_fn,
-        force_fn=force_fn,
+        energy_fn=None,
+        force_fn=None,
         neighbor_fn=neighbor_fn,
         dtype=dtype,
         repeats=tuple(int(r) for r in repeats),
         image_shifts=shifts,
         nbr_displacement_fn=nbr_displacement,
     )
+
+    def _super_kwargs(kwargs):
+        return {**kwargs, "box": system.super_box(kwargs["box"])} if kwargs.get("box") is not None else kwargs
+
+    def energy_fn(R, neighbor=None, **kwargs):
+        """eV of the simulated cell; kwargs (box, perturbation, species) go to jax-md's displacement."""
+        return base_energy(system.expand(R), neighbor=neighbor, **_super_kwargs(kwargs)) / n_copies
+
+    def force_fn(R, neighbor=None, **kwargs):
+        """eV/Å [N, 3], Cartesian (simulation frame)."""
+        f = base_force(system.expand(R), neighbor=neighbor, **_super_kwargs(kwargs))
+        return f.reshape(n_copies, R.shape[0], f.shape[-1]).mean(0) if shifts is not None else f
+
+    system.energy_fn, system.force_fn = energy_fn, force_fn
+    return system
 
 
 # ----------------------------------------------------------------------------- chunks
