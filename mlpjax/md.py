@@ -523,7 +523,8 @@ class ChunkedRun(NamedTuple):
 
 def needs_reallocation(nbrs) -> bool:
     """Overflow of the neighbour or cell list, or (box changes, NPT) cells that became too small."""
-    return bool(nbrs.did_buffer_overflow) or bool(nbrs.cell_size_too_small)
+    # np.any: a batched list (mlpjax.replicas: one flag per replica) needs reallocation if any replica does
+    return bool(np.any(nbrs.did_buffer_overflow)) or bool(np.any(nbrs.cell_size_too_small))
 
 
 def run_chunked(
@@ -630,8 +631,8 @@ def _integrator(system: MDSystem, config: MDConfig):
         if config.ensemble == "nve":
             init_fn, _ = jsim.nve(force_fn, shift_fn, dt)
 
-            def init(key, R, nbrs):
-                return init_fn(key, R, kT0, mass=system.masses, neighbor=nbrs)
+            def init(key, R, nbrs, kT=kT0):
+                return init_fn(key, R, kT, mass=system.masses, neighbor=nbrs)
 
             def drift(state, kT):  # half kick + drift, as jax_md.simulate.velocity_verlet
                 state = jsim.momentum_step(state, 0.5 * dt)
@@ -641,8 +642,8 @@ def _integrator(system: MDSystem, config: MDConfig):
         else:
             init_fn, _ = jsim.nvt_langevin(force_fn, shift_fn, dt, kT0, gamma=gamma)
 
-            def init(key, R, nbrs):
-                return init_fn(key, R, mass=system.masses, neighbor=nbrs)
+            def init(key, R, nbrs, kT=kT0):
+                return init_fn(key, R, mass=system.masses, neighbor=nbrs, kT=kT)
 
             def drift(state, kT):  # B A O A of BAOAB, as jax_md.simulate.nvt_langevin
                 state = jsim.momentum_step(state, 0.5 * dt)
@@ -669,8 +670,8 @@ def _integrator(system: MDSystem, config: MDConfig):
 
         init_fn, apply_fn = jsim.nvt_nose_hoover(fresh_force, shift_fn, dt, kT0, tau=tau_t, **chain)
 
-        def init(key, R, nbrs):
-            return init_fn(key, R, mass=system.masses, neighbor=nbrs)
+        def init(key, R, nbrs, kT=kT0):
+            return init_fn(key, R, mass=system.masses, neighbor=nbrs, kT=kT)
 
         def step(state, nbrs, kT, pressure):
             state = apply_fn(state, neighbor=nbrs, kT=kT)
