@@ -432,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("md", help="molecular dynamics with jax-md",
                        description="NVE, NVT (Langevin or Nosé–Hoover chain) or NPT (Nosé–Hoover, isotropic) MD of "
                        "STRUCTURE with MODEL in jax-md. Periodic cells narrower than 2 (cutoff + skin) run exactly "
-                       "through their periodic images.")
+                       "through their periodic images. --replicas N runs N independent replicas (seeds, temperatures) in one vmapped "
+                       "simulation.")
     m.add_argument("model")
     m.add_argument("structure", help="any file ASE reads (the last frame is used unless --index)")
     m.add_argument("--index", type=int, default=-1)

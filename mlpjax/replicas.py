@@ -45,8 +45,13 @@ stops the run with :class:`ReplicaInstabilityError` (an ``MDInstabilityError`` n
 replica and the step), its last good frame written to ``last_good_frame_replica{k}.xyz``
 (next to its trajectory, else in the working directory) and every log flushed.
 
-NPT is not supported (jax-md's NPT initialisation takes the barostat mass from the closure's
-temperature, not the replica's): run NPT replicas one at a time with ``md.simulate``.
+Not supported: NPT (jax-md's NPT initialisation takes the barostat mass from the closure's
+temperature, not the replica's: run NPT replicas one at a time with ``md.simulate``) and restart
+files.
+
+**Speed.** One compilation serves all replicas, and on an accelerator the batch fills the
+device. On one CPU core the force evaluation is compute-bound, so R replicas cost about R single
+runs per step (``benchmarks/md_replicas.py``); what they save there is R − 1 compilations.
 """
 
 from __future__ import annotations
