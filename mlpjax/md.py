@@ -608,7 +608,9 @@ def grow_neighbor_list(system: MDSystem, start_R, end_R, old_nbrs, growth: float
 
 def _integrator(system: MDSystem, config: MDConfig):
     """``init(key, R, nbrs) -> state``, ``step(state, nbrs, kT, P) -> (state, nbrs)``, the number
-    of degrees of freedom and ``box_of(state)`` (the current box, None when it is fixed).
+    of degrees of freedom and ``box_of(state)`` (the current box, None when it is fixed). Except
+    for NPT, ``init`` takes ``kT=`` (eV) to start at another temperature than the config's
+    (mlpjax.replicas: one per replica).
 
     The states and initialisation are jax-md's (Maxwell–Boltzmann momenta at kT with the
     total momentum removed). NVE and Langevin NVT are assembled from jax-md's own primitives
