@@ -2,6 +2,7 @@
 
 Every sub-command is a thin layer over the Python API (mlpjax.train.train,
 mlpjax.validate.metrics, mlpjax.validate.validate_report, mlpjax.md.simulate,
+mlpjax.replicas.simulate_replicas,
 mlpjax.analysis, mlpjax.datasets), so
 scripts and the CLI do the same thing. ``mlpjax SUBCOMMAND --help`` documents each.
 """
@@ -155,7 +156,7 @@ def _cmd_md(args) -> int:
     structure = read_structure(args.structure, index=args.index).to_atoms()
     if args.supercell:
         structure = supercell(structure, tuple(args.supercell))
-    if args.ensemble != "nve" and args.temperature is None:
+    if args.ensemble != "nve" and args.temperature is None and args.replica_temperatures is None:
         raise SystemExit(f"mlpjax md: --ensemble {args.ensemble} needs --temperature K")
     cfg = MDConfig(
         ensemble=args.ensemble,
@@ -173,6 +174,8 @@ def _cmd_md(args) -> int:
         seed=args.seed,
         dtype="float64" if args.float64 else None,
     )
+    if args.replicas is not None or args.replica_temperatures is not None:
+        return _md_replicas(args, pot, structure, cfg)
     print(
         f"mlpjax md: {len(structure)} atoms, {cfg.ensemble.upper()} at {cfg.temperature_K:g} K, "
         f"{cfg.steps} steps of {cfg.timestep_fs:g} fs ({cfg.steps * cfg.timestep_fs / 1000:g} ps)",
@@ -208,6 +211,62 @@ def _cmd_md(args) -> int:
     for label, path in (("trajectory", args.output), ("thermo log", args.log), ("restart", args.restart_out)):
         if path:
             print(f"  {label}: {path}")
+    return 0
+
+
+def _md_replicas(args, pot, structure, cfg) -> int:
+    """``mlpjax md --replicas N``: N independent replicas in one vmapped run (mlpjax.replicas)."""
+    import numpy as np
+
+    from mlpjax.replicas import replica_paths, simulate_replicas
+
+    if args.restart or args.restart_out:
+        raise SystemExit("mlpjax md: --restart/--restart-out do not work with --replicas")
+    temps = None
+    if args.replica_temperatures is not None:
+        try:
+            temps = [float(t) for t in args.replica_temperatures.split(",")]
+        except ValueError:
+            raise SystemExit(f"mlpjax md: --replica-temperatures takes comma-separated K, got {args.replica_temperatures!r}")
+    n = args.replicas if args.replicas is not None else len(temps)
+    if n < 1:
+        raise SystemExit(f"mlpjax md: --replicas must be >= 1, got {n}")
+    if temps is not None and len(temps) != n:
+        raise SystemExit(f"mlpjax md: --replica-temperatures gives {len(temps)} temperatures for --replicas {n}")
+    if temps is not None and args.temperature_final is not None and args.temperature is None:
+        raise SystemExit("mlpjax md: --temperature-final with --replica-temperatures needs --temperature "
+                         "(each replica's ramp is scaled by its temperature / --temperature)")
+    temps = temps or [cfg.temperature_K] * n
+    seeds = [cfg.seed + k for k in range(n)]
+    logs = replica_paths(args.log, n) if args.log else None
+    trajs = replica_paths(args.output, n) if args.output else None
+    print(
+        f"mlpjax md: {n} replicas of {len(structure)} atoms, {cfg.ensemble.upper()} at {', '.join(f'{t:g}' for t in temps)} K "
+        f"(seeds {seeds[0]}..{seeds[-1]}), {cfg.steps} steps of {cfg.timestep_fs:g} fs ({cfg.steps * cfg.timestep_fs / 1000:g} ps)",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    result = simulate_replicas(pot, structure, cfg, temperatures_K=temps, seeds=seeds, logs=logs, trajectories=trajs,
+                               progress=not args.quiet)
+    wall = time.perf_counter() - t0
+    n_atoms = len(structure)
+    for k, th in enumerate(result.thermo):
+        half = len(th["T_K"]) // 2
+        line = (f"replica {k}: target {temps[k]:g} K, seed {seeds[k]}: <T> (second half) {th['T_K'][half:].mean():.1f} K, "
+                f"final E_pot {th['E_pot_eV'][-1] / n_atoms:.5f} eV/atom")
+        if cfg.ensemble == "nve" and len(th["time_ps"]) > 1:
+            drift = np.polyfit(th["time_ps"], th["E_tot_eV"], 1)[0] / n_atoms * 1e3
+            line += f", E_tot drift {drift:+.4f} meV/atom/ps"
+        print(line)
+    t = result.timings
+    print(
+        f"{t['replica_steps_per_s']:.2f} replica-steps/s ({t['steps_per_s']:.2f} steps/s × {n}; {t['atom_steps_per_s']:.3g} "
+        f"atom-steps/s) after {t['compile_s']:.1f} s compilation; neighbour list {result.neighbor_capacity} pairs per "
+        f"replica, {result.n_neighbor_reallocations} reallocation(s); wall {wall:.1f} s"
+    )
+    for label, paths in (("trajectories", trajs), ("thermo logs", logs)):
+        if paths:
+            print(f"  {label}: {', '.join(paths)}")
     return 0
 
 
@@ -373,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("md", help="molecular dynamics with jax-md",
                        description="NVE, NVT (Langevin or Nosé–Hoover chain) or NPT (Nosé–Hoover, isotropic) MD of "
                        "STRUCTURE with MODEL in jax-md. Periodic cells narrower than 2 (cutoff + skin) run exactly "
-                       "through their periodic images.")
+                       "through their periodic images. --replicas N runs N independent replicas (seeds, temperatures) in one vmapped "
+                       "simulation.")
     m.add_argument("model")
     m.add_argument("structure", help="any file ASE reads (the last frame is used unless --index)")
     m.add_argument("--index", type=int, default=-1)
@@ -397,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--log-every", type=int, default=10)
     m.add_argument("--friction", type=float, default=5.0, help="Langevin friction, 1/ps")
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--replicas", type=int, metavar="N",
+                   help="run N independent replicas at once (jax.vmap; seeds SEED+k); --log/--output get _replica{k} "
+                   "before the suffix (nve, nvt, nvt_nh)")
+    m.add_argument("--replica-temperatures", metavar="T1,T2,...",
+                   help="K, one per replica (comma list, as many as --replicas): several temperatures in one run")
     m.add_argument("--float64", action="store_true")
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(func=_cmd_md)

@@ -517,7 +517,8 @@ class ChunkedRun(NamedTuple):
 
 def needs_reallocation(nbrs) -> bool:
     """Overflow of the neighbour or cell list, or (box changes, NPT) cells that became too small."""
-    return bool(nbrs.did_buffer_overflow) or bool(nbrs.cell_size_too_small)
+    # np.any: a batched list (mlpjax.replicas: one flag per replica) needs reallocation if any replica does
+    return bool(np.any(nbrs.did_buffer_overflow)) or bool(np.any(nbrs.cell_size_too_small))
 
 
 def run_chunked(
@@ -601,7 +602,9 @@ def grow_neighbor_list(system: MDSystem, start_R, end_R, old_nbrs, growth: float
 
 def _integrator(system: MDSystem, config: MDConfig):
     """``init(key, R, nbrs) -> state``, ``step(state, nbrs, kT, P) -> (state, nbrs)``, the number
-    of degrees of freedom and ``box_of(state)`` (the current box, None when it is fixed).
+    of degrees of freedom and ``box_of(state)`` (the current box, None when it is fixed). Except
+    for NPT, ``init`` takes ``kT=`` (eV) to start at another temperature than the config's
+    (mlpjax.replicas: one per replica).
 
     The states and initialisation are jax-md's (Maxwell–Boltzmann momenta at kT with the
     total momentum removed). NVE and Langevin NVT are assembled from jax-md's own primitives
@@ -624,8 +627,8 @@ def _integrator(system: MDSystem, config: MDConfig):
         if config.ensemble == "nve":
             init_fn, _ = jsim.nve(force_fn, shift_fn, dt)
 
-            def init(key, R, nbrs):
-                return init_fn(key, R, kT0, mass=system.masses, neighbor=nbrs)
+            def init(key, R, nbrs, kT=kT0):
+                return init_fn(key, R, kT, mass=system.masses, neighbor=nbrs)
 
             def drift(state, kT):  # half kick + drift, as jax_md.simulate.velocity_verlet
                 state = jsim.momentum_step(state, 0.5 * dt)
@@ -635,8 +638,8 @@ def _integrator(system: MDSystem, config: MDConfig):
         else:
             init_fn, _ = jsim.nvt_langevin(force_fn, shift_fn, dt, kT0, gamma=gamma)
 
-            def init(key, R, nbrs):
-                return init_fn(key, R, mass=system.masses, neighbor=nbrs)
+            def init(key, R, nbrs, kT=kT0):
+                return init_fn(key, R, mass=system.masses, neighbor=nbrs, kT=kT)
 
             def drift(state, kT):  # B A O A of BAOAB, as jax_md.simulate.nvt_langevin
                 state = jsim.momentum_step(state, 0.5 * dt)
@@ -663,8 +666,8 @@ def _integrator(system: MDSystem, config: MDConfig):
 
         init_fn, apply_fn = jsim.nvt_nose_hoover(fresh_force, shift_fn, dt, kT0, tau=tau_t, **chain)
 
-        def init(key, R, nbrs):
-            return init_fn(key, R, mass=system.masses, neighbor=nbrs)
+        def init(key, R, nbrs, kT=kT0):
+            return init_fn(key, R, mass=system.masses, neighbor=nbrs, kT=kT)
 
         def step(state, nbrs, kT, pressure):
             state = apply_fn(state, neighbor=nbrs, kT=kT)
