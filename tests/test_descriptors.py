@@ -219,3 +219,15 @@ def test_acsf_grid(scheme):
     else:
         assert np.all(rs == 0) and np.all(np.diff(eta) < 0)  # widening Gaussians at the centre
     assert p.num_features == 2 * (1 + 6) + 3 * 8
+
+
+def test_celu_alpha_activation_by_name():
+    """``"celu:ALPHA"`` (the rMD17 ANI config uses α = 1) is CELU with that α; bad α is refused."""
+    from mlpjax.models.atomic_nets import activation
+
+    x = jnp.linspace(-3.0, 3.0, 13)
+    np.testing.assert_allclose(activation("celu:1.0")(x), jax.nn.celu(x, alpha=1.0), rtol=1e-6)
+    np.testing.assert_allclose(activation("celu")(x), jax.nn.celu(x, alpha=0.1), rtol=1e-6)
+    for bad in ("celu:0", "celu:x", "relu"):
+        with pytest.raises(ValueError, match="celu"):
+            activation(bad)
