@@ -5,7 +5,8 @@ Protocol (the same for both sides): fcc Cu built at ``mlpjax.datasets.EMT_CU_LAT
 (3.59 Å), Maxwell–Boltzmann velocities at the target temperature, isotropic MTK
 Nosé–Hoover NPT (thermostat and barostat chains; mlpjax: ``jax_md.simulate.npt_nose_hoover``
 via ``mlpjax.md.simulate``; EMT: ``ase.md.nose_hoover_chain.IsotropicMTKNPT``), 300 K,
-0 GPa, 2 fs, thermostat τ 100 fs, barostat τ 500 fs; the volume is averaged over the second
+0 GPa, 2 fs, thermostat τ 100 fs, barostat τ 500 fs, the perfect lattice with velocities at
+2 T (so that equipartition leaves it near T; the same velocities for both); the volume is averaged over the second
 half of the run (block-averaged error bar over 5 blocks).
 
 * mlpjax: the quickstart SchNet on 14×14×14 cubic cells = 10,976 atoms (float32), and on the
@@ -51,14 +52,27 @@ def density(mass_amu: float, volume_A3):
     return mass_amu / np.asarray(volume_A3) * AMU_PER_A3_IN_G_PER_CM3
 
 
-def run_mlpjax(pot, repeat: int, args):
+def _start(repeat: int, args):
+    """The perfect lattice at EMT_CU_LATTICE with Maxwell–Boltzmann velocities at
+    ``--initial-temperature`` (default 2 T: equipartition then leaves the crystal near T at once,
+    instead of a thermostat heating it from T/2), total momentum removed. Both sides start here."""
     from ase.build import bulk
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
     from mlpjax.datasets import EMT_CU_LATTICE
-    from mlpjax.md import MDConfig, simulate
 
     atoms = bulk("Cu", "fcc", a=EMT_CU_LATTICE, cubic=True).repeat(repeat)
-    cfg = MDConfig(ensemble="npt", temperature_K=args.temperature, pressure_GPa=args.pressure, timestep_fs=args.timestep,
+    MaxwellBoltzmannDistribution(atoms, temperature_K=args.initial_temperature or 2 * args.temperature,
+                                 rng=np.random.default_rng(0))
+    Stationary(atoms)
+    return atoms
+
+
+def run_mlpjax(pot, repeat: int, args):
+    from mlpjax.md import MDConfig, simulate
+
+    atoms = _start(repeat, args)
+    cfg = MDConfig(ensemble="npt", initial_velocities="atoms", temperature_K=args.temperature, pressure_GPa=args.pressure, timestep_fs=args.timestep,
                    steps=args.steps, chunk_steps=100, log_every=10, thermostat_tau_fs=args.thermostat_tau,
                    barostat_tau_fs=args.barostat_tau, dtype="float32", seed=0)
     t0 = time.perf_counter()
@@ -79,17 +93,11 @@ def run_mlpjax(pot, repeat: int, args):
 
 def run_emt(repeat: int, args):
     from ase import units
-    from ase.build import bulk
     from ase.calculators.emt import EMT
     from ase.md.nose_hoover_chain import IsotropicMTKNPT
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
-    from mlpjax.datasets import EMT_CU_LATTICE
-
-    atoms = bulk("Cu", "fcc", a=EMT_CU_LATTICE, cubic=True).repeat(repeat)
+    atoms = _start(repeat, args)
     atoms.calc = EMT()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=np.random.default_rng(0))
-    Stationary(atoms)
     dyn = IsotropicMTKNPT(atoms, timestep=args.timestep * units.fs, temperature_K=args.temperature,
                           pressure_au=args.pressure * units.GPa, tdamp=args.thermostat_tau * units.fs,
                           pdamp=args.barostat_tau * units.fs)
@@ -151,6 +159,7 @@ def main(argv=None) -> int:
     p.add_argument("--timestep", type=float, default=2.0, help="fs")
     p.add_argument("--temperature", type=float, default=300.0, help="K")
     p.add_argument("--pressure", type=float, default=0.0, help="GPa")
+    p.add_argument("--initial-temperature", type=float, default=None, help="K of the starting velocities (default 2 T)")
     p.add_argument("--thermostat-tau", type=float, default=100.0, help="fs")
     p.add_argument("--barostat-tau", type=float, default=500.0, help="fs")
     p.add_argument("--no-record", action="store_true")
