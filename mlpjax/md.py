@@ -904,6 +904,25 @@ def read_restart(path, system: MDSystem, config: MDConfig, state_template, nbrs_
     return state, hashable_neighbor_list(nbrs), int(payload["step"])
 
 
+def cast_state(state, dtype):
+    """Every floating leaf of an integrator state in ``dtype`` (jax-md builds some Nosé–Hoover
+    chain variables in float32 whatever the positions' precision)."""
+    return jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x).astype(dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, state)
+
+
+def _with_conserved_energy(system: MDSystem, config: MDConfig, record: dict, state, nbrs, kT, pressure) -> dict:
+    """``record`` plus ``econs`` (eV), the conserved extended-system energy of Nosé–Hoover runs
+    (NVT chain, NPT) at the targets kT (eV) and pressure (eV/Å³); other ensembles: unchanged."""
+    from jax_md import simulate as jsim
+
+    if config.ensemble == "nvt_nh":
+        record["econs"] = jsim.nvt_nose_hoover_invariant(system.energy_fn, state, kT, neighbor=nbrs)
+    elif config.ensemble == "npt":
+        record["econs"] = jsim.npt_nose_hoover_invariant(system.energy_fn, state, pressure, kT, neighbor=nbrs)
+    return record
+
+
 @dataclasses.dataclass
 class _Engine:
     """The compiled parts of a run: the system's functions, the integrator and the jitted
@@ -962,8 +981,6 @@ def _engine(potential, atoms, config: MDConfig, record_every: int) -> _Engine:
     reuses them, also for the same model loaded again from its file (the CLI's restarts). The
     jitted functions close over the potential's parameters, so the key holds a fingerprint of
     the potential's content, parameters included (:func:`_potential_fingerprint`)."""
-    from jax_md import simulate as jsim
-
     system = build_system(potential, atoms, config)
     key = _engine_key(potential, atoms, config, record_every)
     hit = _ENGINES.get(key)
@@ -975,24 +992,16 @@ def _engine(potential, atoms, config: MDConfig, record_every: int) -> _Engine:
     base_record = _make_record_fn(system, config, box_of)
 
     def record_fn(state, nbrs, k):
-        out = base_record(state, nbrs)
         k = jnp.asarray(k).astype(state.position.dtype)
-        kT = config.kT_at(k)
-        if config.ensemble == "nvt_nh":
-            out["econs"] = jsim.nvt_nose_hoover_invariant(system.energy_fn, state, kT, neighbor=nbrs)
-        elif config.ensemble == "npt":
-            out["econs"] = jsim.npt_nose_hoover_invariant(system.energy_fn, state, config.pressure_at(k), kT, neighbor=nbrs)
-        return out
+        return _with_conserved_energy(system, config, base_record(state, nbrs), state, nbrs, config.kT_at(k),
+                                      config.pressure_at(k))
 
     @jax.jit
     def start(key, R, nbrs, momenta):
         state = init(key, R, nbrs)
         if momenta is not None:
             state = state.set(momentum=momenta)
-        # jax-md builds some chain variables in float32: keep the whole state in the run's dtype
-        return jax.tree_util.tree_map(
-            lambda x: jnp.asarray(x).astype(system.dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x,
-            state)
+        return cast_state(state, system.dtype)
 
     engine = _Engine(potential=potential, system=system, dof=dof, box_of=box_of,
                      chunk_fn=_CompileCache(_make_chunk_fn(step_fn, record_fn, record_every, config)),

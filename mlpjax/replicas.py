@@ -84,7 +84,9 @@ from mlpjax.md import (
     _make_chunk_fn,
     _make_record_fn,
     _TrajectoryWriter,
+    _with_conserved_energy,
     build_system,
+    cast_state,
     grow_neighbor_list,
     run_chunked,
 )
@@ -303,7 +305,6 @@ def simulate_replicas(potential, structures, config: MDConfig | None = None, *, 
       ReplicaInstabilityError (an MDInstabilityError): a replica exploded.
     """
     from ase import units
-    from jax_md import simulate as jsim
 
     config = config or MDConfig()
     if config.ensemble not in REPLICA_ENSEMBLES:
@@ -336,11 +337,8 @@ def simulate_replicas(potential, structures, config: MDConfig | None = None, *, 
     record_one = _make_record_fn(system, config, box_of)
     targets = _ReplicaTargets(config, configs, dtype)
 
-    def record_with_econs(state, nbrs, kT):
-        out = record_one(state, nbrs)
-        if config.ensemble == "nvt_nh":
-            out["econs"] = jsim.nvt_nose_hoover_invariant(system.energy_fn, state, kT, neighbor=nbrs)
-        return out
+    def record_with_econs(state, nbrs, kT):  # NPT is refused above, so the pressure is unused
+        return _with_conserved_energy(system, config, record_one(state, nbrs), state, nbrs, kT, None)
 
     def record_fn(state, nbrs, k):  # batched: records [R, ...]
         kT = targets.kT_at(jnp.asarray(k).astype(state.position.dtype))
@@ -369,9 +367,7 @@ def simulate_replicas(potential, structures, config: MDConfig | None = None, *, 
         state = jax.vmap(init)(keys, R, nbrs, kT0)
         if momenta is not None:
             state = state.set(momentum=momenta)
-        # jax-md builds some chain variables in float32: keep the whole state in the run's dtype (as md.simulate)
-        state = jax.tree_util.tree_map(
-            lambda x: jnp.asarray(x).astype(dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, state)
+        state = cast_state(state, dtype)
         return state, record_fn(state, nbrs, jnp.asarray(0, jnp.int32))
 
     state, rec0 = start(keys, positions, nbrs, kT0, momenta)
