@@ -131,6 +131,181 @@ def run_emt(repeat: int, args):
     }
 
 
+# ------------------------------------------------------------------ liquid diffusion
+def _liquid_start(args):
+    """fcc Cu (``--liquid-repeat`` cubic cells) scaled to ``--volume-per-atom`` with
+    Maxwell–Boltzmann velocities at ``--melt-temperature``, momentum removed. Both sides start here."""
+    from ase.build import bulk
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+    a = (4.0 * args.volume_per_atom) ** (1.0 / 3.0)
+    atoms = bulk("Cu", "fcc", a=a, cubic=True).repeat(args.liquid_repeat)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=args.melt_temperature, rng=np.random.default_rng(args.seed))
+    Stationary(atoms)
+    return atoms
+
+
+def _diffusion_numbers(times_ps, positions, cells, temps, epots, n_atoms, args):
+    """D (block-averaged, analysis.diffusion_coefficient) from the production frames."""
+    from mlpjax import analysis
+
+    unwrapped = analysis.unwrap(np.asarray(positions), np.asarray(cells))
+    m = analysis.msd(unwrapped, max_lag=len(unwrapped) // 2)
+    dt = float(times_ps[1] - times_ps[0])
+    lags = np.arange(len(m)) * dt
+    d = analysis.diffusion_coefficient(lags, m, positions=unwrapped, n_blocks=5)
+    return {
+        "n_atoms": n_atoms, "D_A2_per_ps": d.D_A2_per_ps, "D_err_A2_per_ps": d.D_err_A2_per_ps,
+        "D_cm2_per_s": d.D_cm2_per_s, "D_blocks": np.asarray(d.D_blocks_A2_per_ps).tolist(),
+        "T_K": float(np.mean(temps)), "E_pot_eV_per_atom": float(np.mean(epots) / n_atoms),
+        "msd_lag_ps": lags.tolist(), "msd_A2": np.asarray(m).tolist(),
+    }
+
+
+def run_liquid_emt(args):
+    """ASE's MD with EMT: Langevin melt at --melt-temperature, Langevin at T, NVE production."""
+    from ase import units
+    from ase.calculators.emt import EMT
+    from ase.md.langevin import Langevin
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = _liquid_start(args)
+    atoms.calc = EMT()
+    dt = args.timestep * units.fs
+    friction = args.friction / (1000.0 * units.fs)  # 1/ps -> 1/ASE time
+    t0 = time.perf_counter()
+    dyn = Langevin(atoms, dt, temperature_K=args.melt_temperature, friction=friction, fixcm=False,
+                   rng=np.random.default_rng(args.seed))
+    dyn.run(int(round(args.melt_ps * 1000 / args.timestep)))
+    dyn.set_temperature(temperature_K=args.temperature)
+    dyn.run(int(round(args.equilibrate_ps * 1000 / args.timestep)))
+    nve = VelocityVerlet(atoms, dt)
+    every = int(round(args.frame_fs / args.timestep))
+    n_frames = int(round(args.production_ps * 1000 / args.frame_fs)) + 1
+    times, pos, cells, temps, epots = [], [], [], [], []
+    for k in range(n_frames):
+        if k:
+            nve.run(every)
+        times.append(k * args.frame_fs / 1000.0)
+        pos.append(atoms.get_positions(wrap=True))
+        cells.append(atoms.cell.array.copy())
+        temps.append(atoms.get_temperature())
+        epots.append(atoms.get_potential_energy())
+    out = _diffusion_numbers(times, pos, cells, temps, epots, len(atoms), args)
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+def run_liquid_mlpjax(pot, args):
+    """The same protocol with mlpjax.md.simulate (float64): Langevin melt, Langevin at T, NVE with
+    an extxyz trajectory every --frame-fs."""
+    import tempfile
+
+    from ase.io import read
+
+    from mlpjax.md import MDConfig, simulate
+
+    atoms = _liquid_start(args)
+    t0 = time.perf_counter()
+    common = dict(timestep_fs=args.timestep, chunk_steps=250, log_every=10, friction_per_ps=args.friction,
+                  dtype="float64", seed=args.seed, initial_velocities="atoms", max_temperature_floor_K=10_000.0)
+    steps = lambda ps: int(round(ps * 1000 / args.timestep))  # noqa: E731
+    res = simulate(pot, atoms, MDConfig(ensemble="nvt", temperature_K=args.melt_temperature, steps=steps(args.melt_ps),
+                                        **common), progress=True)
+    res = simulate(pot, res.atoms, MDConfig(ensemble="nvt", temperature_K=args.temperature,
+                                            steps=steps(args.equilibrate_ps), **common), progress=True)
+    every = int(round(args.frame_fs / args.timestep))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "liquid.xyz")
+        simulate(pot, res.atoms, MDConfig(ensemble="nve", steps=steps(args.production_ps), traj_every=every,
+                                          log_every=every, traj_forces=False, **{k: v for k, v in common.items()
+                                                                                if k != "log_every"}),
+                 trajectory=path, progress=True)
+        frames = read(path, index=":")
+    times = [f.info["time_ps"] - frames[0].info["time_ps"] for f in frames]
+    out = _diffusion_numbers(times, [f.positions for f in frames], [f.cell.array for f in frames],
+                             [f.info["temperature_K"] for f in frames], [f.get_potential_energy() for f in frames],
+                             len(atoms), args)
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+def _combine(runs):
+    """Mean over independent melts (seeds): D and its standard error over the seeds (the
+    block error of the single run when there is one seed); T, E_pot and the MSD averaged."""
+    d = np.array([r["D_A2_per_ps"] for r in runs])
+    err = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else runs[0]["D_err_A2_per_ps"]
+    return {
+        "n_atoms": runs[0]["n_atoms"], "n_seeds": len(runs), "D_A2_per_ps": float(d.mean()), "D_err_A2_per_ps": err,
+        "D_cm2_per_s": float(d.mean()) * 1e-4, "D_per_seed": d.tolist(),
+        "T_K": float(np.mean([r["T_K"] for r in runs])),
+        "E_pot_eV_per_atom": float(np.mean([r["E_pot_eV_per_atom"] for r in runs])),
+        "msd_lag_ps": runs[0]["msd_lag_ps"], "msd_A2": np.mean([r["msd_A2"] for r in runs], axis=0).tolist(),
+        "wall_s": float(sum(r["wall_s"] for r in runs)), "runs": runs,
+    }
+
+
+def diffusion(pot, source, args) -> int:
+    import copy
+
+    per_seed = {"EMT": [], "mlpjax": []}
+    for seed in range(args.seed, args.seed + args.seeds):
+        a = copy.copy(args)
+        a.seed = seed
+        print(f"seed {seed}: EMT (ASE MD), {4 * args.liquid_repeat ** 3} atoms", flush=True)
+        per_seed["EMT"].append(run_liquid_emt(a))
+        print(f"seed {seed}: mlpjax, {4 * args.liquid_repeat ** 3} atoms", flush=True)
+        per_seed["mlpjax"].append(run_liquid_mlpjax(pot, a))
+        print(f"seed {seed}: D EMT {per_seed['EMT'][-1]['D_A2_per_ps']:.4f}, mlpjax "
+              f"{per_seed['mlpjax'][-1]['D_A2_per_ps']:.4f} Å²/ps", flush=True)
+    results = {k: _combine(v) for k, v in per_seed.items()}
+    ref = results["EMT"]["D_A2_per_ps"]
+    rows = []
+    for label, r in results.items():
+        rel = r["D_A2_per_ps"] / ref - 1.0
+        rows.append([label, r["n_atoms"], f"{r['D_A2_per_ps']:.4f} ± {r['D_err_A2_per_ps']:.4f}",
+                     ", ".join(f"{x:.3f}" for x in r["D_per_seed"]), f"{r['D_cm2_per_s']:.2e}", f"{r['T_K']:.1f}",
+                     f"{r['E_pot_eV_per_atom']:.4f}", "—" if label == "EMT" else f"{100 * rel:+.1f} %", f"{r['wall_s']:.0f}"])
+    table = markdown_table(["run", "atoms", f"D Å²/ps (mean ± s.e. of {args.seeds} melts)", "D per melt", "D cm²/s",
+                            "⟨T⟩ K (NVE)", "⟨E_pot⟩ eV/atom", "ΔD vs EMT", "wall s"], rows)
+    rel = results["mlpjax"]["D_A2_per_ps"] / ref - 1.0
+    liquid = ref > args.liquid_threshold
+    verdict = "PASS" if abs(rel) < 0.2 and liquid else "MISS"
+    print("\n" + table + f"\n\nD vs EMT: {100 * rel:+.1f} % (target ±20 %): {verdict}"
+          + ("" if liquid else f"  (EMT's D below {args.liquid_threshold} Å²/ps: not a liquid)"))
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    plot_msd(results, RESULTS_DIR / "md_cu_diffusion.png")
+    if not args.no_record:
+        write_json("md_cu_diffusion.json", {"environment": environment(), "potential": source, "args": vars(args),
+                                            "results": results, "D_rel_error": rel, "verdict": verdict})
+        how = "`taskset -c 1 python benchmarks/md_cu.py diffusion" + (f" --model {args.model}" if args.model else "") + "`"
+        body = (f"{how}: {4 * args.liquid_repeat ** 3} Cu atoms at {args.volume_per_atom:g} Å³/atom (fixed volume), "
+                f"Langevin ({args.friction:g}/ps) melt at {args.melt_temperature:g} K for {args.melt_ps:g} ps, "
+                f"{args.equilibrate_ps:g} ps at {args.temperature:g} K, then {args.production_ps:g} ps NVE "
+                f"({args.timestep:g} fs, frames every {args.frame_fs:g} fs); D from the MSD (all origins, "
+                f"fit over 10–50 % of the longest lag), averaged over {args.seeds} independent melts per side. Potential: {source}. mlpjax float64 on one CPU "
+                f"core; EMT = ASE's MD.\n\n{table}\n\n- D vs EMT: **{100 * rel:+.1f} %** (target ±20 %): {verdict}.")
+        append_results(f"Liquid Cu self-diffusion at {args.temperature:g} K, quickstart potential vs EMT", body)
+    return 0 if verdict == "PASS" else 1
+
+
+def plot_msd(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, r in results.items():
+        ax.plot(r["msd_lag_ps"], r["msd_A2"], label=f"{label}: D = {r['D_A2_per_ps']:.3f} Å²/ps")
+    ax.set_xlabel("lag (ps)")
+    ax.set_ylabel("MSD (Å²)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot(results, path):
     import matplotlib
 
@@ -150,7 +325,7 @@ def plot(results, path):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("task", choices=["npt"])
+    p.add_argument("task", choices=["npt", "diffusion"])
     p.add_argument("--model", help="the quickstart potential's model file (default: train it, 4 min)")
     p.add_argument("--repeat", type=int, default=14, help="cubic repeats of the large mlpjax cell (14: 10,976 atoms)")
     p.add_argument("--emt-repeat", type=int, default=4, help="cubic repeats of the EMT (and small mlpjax) cell")
@@ -163,7 +338,29 @@ def main(argv=None) -> int:
     p.add_argument("--thermostat-tau", type=float, default=100.0, help="fs")
     p.add_argument("--barostat-tau", type=float, default=500.0, help="fs")
     p.add_argument("--no-record", action="store_true")
+    g = p.add_argument_group("diffusion (liquid Cu)")
+    g.add_argument("--liquid-repeat", type=int, default=3, help="cubic repeats of the liquid cell (3: 108 atoms)")
+    g.add_argument("--volume-per-atom", type=float, default=None, help="Å³/atom, fixed (default: mlpjax.datasets.EMT_CU_LIQUID_VOLUME)")
+    g.add_argument("--melt-temperature", type=float, default=2500.0, help="K")
+    g.add_argument("--melt-ps", type=float, default=3.0)
+    g.add_argument("--equilibrate-ps", type=float, default=10.0)
+    g.add_argument("--production-ps", type=float, default=20.0)
+    g.add_argument("--frame-fs", type=float, default=20.0)
+    g.add_argument("--friction", type=float, default=5.0, help="Langevin friction, 1/ps")
+    g.add_argument("--liquid-threshold", type=float, default=0.05, help="Å²/ps: EMT's D below this = not liquid")
+    g.add_argument("--seed", type=int, default=0, help="first seed (melt velocities, Langevin noise)")
+    g.add_argument("--seeds", type=int, default=3, help="independent melts per side")
     args = p.parse_args(argv)
+    if args.volume_per_atom is None:
+        from mlpjax.datasets import EMT_CU_LIQUID_VOLUME
+
+        args.volume_per_atom = EMT_CU_LIQUID_VOLUME
+    if args.task == "diffusion":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # the liquid runs are in float64 (as the NVE drift checks)
+    if args.task == "diffusion" and "--temperature" not in " ".join(argv or sys.argv):
+        args.temperature = 1000.0
     args.emt_steps = args.emt_steps or args.steps
 
     import mlpjax
@@ -180,6 +377,8 @@ def main(argv=None) -> int:
         source = f"quickstart SchNet trained here ({info['epochs']} epochs, {info['train_wall_s']:.0f} s)"
     print(f"potential: {source}", flush=True)
 
+    if args.task == "diffusion":
+        return diffusion(pot, source, args)
     results = {}
     print(f"EMT (ASE MD), {4 * args.emt_repeat ** 3} atoms, {args.emt_steps} steps", flush=True)
     results["EMT"] = run_emt(args.emt_repeat, args)

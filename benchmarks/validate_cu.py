@@ -1,7 +1,7 @@
 """Physical validation of the quickstart SchNet Cu potential against ASE's EMT (issue 5).
 
 Trains the quickstart potential (``experiments/configs/quickstart_cu.yaml`` on
-``mlpjax.datasets.emt_cu(seed=0)``: the same data, config and 4-minute budget as
+``mlpjax.datasets.emt_cu(seed=0)``: the same data, config and training budget as
 ``experiments/quickstart.py``), or loads one with ``--model``, and runs
 :func:`mlpjax.validate.validate_report` against EMT in float64:
 
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="validate this model file instead of training the quickstart potential")
     p.add_argument("--output", default=str(RESULTS_DIR / "validate_cu"), help="report directory")
-    p.add_argument("--train-minutes", type=float, default=None, help="override the quickstart config's 4-minute budget")
+    p.add_argument("--train-minutes", type=float, default=None, help="override the quickstart config's training-time limit")
     p.add_argument("--quick", action="store_true", help="ReportConfig.quick(): short runs (numbers not comparable)")
     p.add_argument("--no-record", action="store_true", help="do not write results JSON / RESULTS.md")
     args = p.parse_args(argv)

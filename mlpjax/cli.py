@@ -348,11 +348,12 @@ def _cmd_analyze(args) -> int:
 # ------------------------------------------------------------------------------ data
 def _cmd_data(args) -> int:
     from mlpjax.data import write_extxyz
-    from mlpjax.datasets import emt_cu
+    from mlpjax.datasets import EMT_CU_LIQUID_TEMPERATURES, emt_cu
 
     if args.kind != "emt-cu":
         raise SystemExit(f"unknown data set {args.kind!r}")
-    configs = emt_cu(seed=args.seed, md_frames_per_run=args.md_frames, n_rattled=args.rattled, n_strained=args.strained)
+    configs = emt_cu(seed=args.seed, md_frames_per_run=args.md_frames, n_rattled=args.rattled, n_strained=args.strained,
+                     liquid_frames_per_run=args.liquid_frames, liquid_temperatures_K=EMT_CU_LIQUID_TEMPERATURES if args.liquid_frames else ())
     write_extxyz(args.output, configs)
     print(f"wrote {len(configs)} EMT-labelled fcc Cu configurations to {args.output}")
     return 0
@@ -493,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--md-frames", type=int, default=30, help="frames per (temperature, cell size) MD run")
     d.add_argument("--rattled", type=int, default=40)
     d.add_argument("--strained", type=int, default=40)
+    d.add_argument("--liquid-frames", type=int, default=20,
+                   help="frames per liquid temperature (108-atom melt at 1,500 and 1,000 K); 0: no liquid")
     d.set_defaults(func=_cmd_data)
     return p
 

@@ -14,6 +14,13 @@ import numpy as np
 from mlpjax.data import Configuration
 
 EMT_CU_LATTICE = 3.59  # Å, close to EMT's own fcc Cu equilibrium (3.590 Å)
+# Liquid samples of emt_cu (and the liquid-diffusion benchmark, benchmarks/md_cu.py diffusion):
+# a fixed volume per atom and the temperatures sampled after melting at 2,500 K.
+# 13.2 Å³/atom is liquid Cu's measured density at its melting point (8.0 g/cm³); EMT's liquid
+# there is under −1.7 GPa at 1,000 K and +1.8 GPa at 1,500 K. At 12.8 Å³/atom (about EMT's
+# zero-pressure density) the 1,000 K liquid recrystallises within a few ps (108 atoms).
+EMT_CU_LIQUID_VOLUME = 13.2  # Å³/atom (11.57 in the crystal at 0 K)
+EMT_CU_LIQUID_TEMPERATURES = (1500.0, 1000.0)  # K, sampled in this order after the melt
 
 
 def _label(atoms, *, source: str, frame: int) -> Configuration:
@@ -40,17 +47,29 @@ def emt_cu(
     rattle_A: float = 0.08,
     max_strain: float = 0.04,
     timestep_fs: float = 2.0,
+    liquid_temperatures_K: tuple[float, ...] = EMT_CU_LIQUID_TEMPERATURES,
+    liquid_volume_per_atom_A3: float = EMT_CU_LIQUID_VOLUME,
+    liquid_frames_per_run: int = 20,
+    liquid_repeat: int = 3,
+    melt_temperature_K: float = 2500.0,
+    melt_steps: int = 750,
+    liquid_equilibration_steps: int = 300,
     seed: int = 0,
     progress: bool = False,
 ) -> list[Configuration]:
     """fcc Cu configurations of 32 (2×2×2) and 108 (3×3×3 cubic cells) atoms labelled by EMT.
 
-    The set mixes three kinds of sample, as a DFT data set for a metal would:
-      * Langevin MD at each temperature and cell size (``md_frames_per_run`` frames
-        every ``md_stride`` steps after a short equilibration);
+    The set mixes four kinds of sample, as a DFT data set for a metal would:
+      * Langevin MD of the crystal at each temperature and cell size (``md_frames_per_run``
+        frames every ``md_stride`` steps after a short equilibration);
       * rattled perfect cells (Gaussian displacements of ``rattle_A`` Å);
       * randomly strained cells (symmetric strain with components up to
-        ``max_strain``), lightly rattled, which teach the stress.
+        ``max_strain``), lightly rattled, which teach the stress;
+      * liquid: ``liquid_repeat``³ cubic cells at ``liquid_volume_per_atom_A3`` melted by
+        Langevin MD at ``melt_temperature_K`` (``melt_steps``), then Langevin MD at each of
+        ``liquid_temperatures_K`` (``liquid_frames_per_run`` frames every ``md_stride``
+        steps after ``liquid_equilibration_steps``), so that liquid MD (diffusion) stays inside the training
+        distribution. ``liquid_temperatures_K=()`` leaves the liquid out.
 
     Returns a list of labelled :class:`Configuration` with ``source`` naming the
     kind of sample (``"emt:md:500K:108"``, ...). Deterministic for a given seed.
@@ -87,4 +106,17 @@ def emt_cu(
         atoms.set_cell(atoms.cell.array @ (np.eye(3) + e), scale_atoms=True)
         atoms.positions += rng.normal(0.0, 0.5 * rattle_A, atoms.positions.shape)
         out.append(_label(atoms, source=f"emt:strained:{len(atoms)}", frame=k))
+    if liquid_temperatures_K:
+        a = (4.0 * liquid_volume_per_atom_A3) ** (1.0 / 3.0)
+        atoms = bulk("Cu", "fcc", a=a, cubic=True).repeat((liquid_repeat,) * 3)
+        atoms.calc = EMT()
+        thermalize_momenta(atoms, melt_temperature_K, rng=rng)
+        dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=melt_temperature_K, friction=0.02, fixcm=False, rng=rng)
+        dyn.run(melt_steps)
+        for T in liquid_temperatures_K:
+            dyn.set_temperature(temperature_K=T)
+            dyn.run(liquid_equilibration_steps)
+            for k in range(liquid_frames_per_run):
+                dyn.run(md_stride)
+                out.append(_label(atoms, source=f"emt:liquid:{T:g}K:{len(atoms)}", frame=k))
     return out

@@ -28,7 +28,7 @@ valid_fraction: 0.2
 def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     data = d / "cu.xyz"
-    rc = main(["data", "emt-cu", "--output", str(data), "--md-frames", "2", "--rattled", "4", "--strained", "4"])
+    rc = main(["data", "emt-cu", "--output", str(data), "--md-frames", "2", "--rattled", "4", "--strained", "4", "--liquid-frames", "0"])
     assert rc == 0
     (d / "tiny.yaml").write_text(TINY)
     return d

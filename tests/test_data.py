@@ -551,3 +551,23 @@ def test_statistics_against_numpy():
         statistics(configs, {1: 0.0})
     with pytest.raises(Exception):
         st.force_rms = 0.0  # frozen
+
+
+def test_emt_cu_liquid_samples_are_disordered():
+    """The liquid part of the EMT Cu set (melt, then Langevin at each temperature) is a liquid:
+    its energy per atom lies far above the crystal's at the same temperature (by about the latent
+    heat), at the fixed liquid volume. Small settings: 32 atoms, short melt."""
+    from mlpjax.datasets import EMT_CU_LIQUID_VOLUME, emt_cu
+
+    configs = emt_cu(temperatures_K=(1000.0,), repeats=(2,), md_frames_per_run=2, md_stride=5, n_rattled=0,
+                     n_strained=0, liquid_temperatures_K=(1000.0,), liquid_repeat=2, liquid_frames_per_run=2,
+                     melt_steps=300, liquid_equilibration_steps=100, seed=3)
+    solid = [c for c in configs if c.source.startswith("emt:md:")]
+    liquid = [c for c in configs if c.source.startswith("emt:liquid:1000K")]
+    assert len(solid) == 2 and len(liquid) == 2
+    for c in liquid:
+        assert abs(np.linalg.det(c.cell)) / len(c.numbers) == pytest.approx(EMT_CU_LIQUID_VOLUME, rel=1e-9)
+        assert c.forces.shape == (32, 3) and c.stress.shape == (3, 3)
+    e_solid = np.mean([c.energy / 32 for c in solid])
+    e_liquid = np.mean([c.energy / 32 for c in liquid])
+    assert e_liquid > e_solid + 0.05  # eV/atom: the latent heat of EMT Cu is ~0.1 eV/atom

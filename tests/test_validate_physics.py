@@ -282,7 +282,8 @@ def test_cli_validate_against_a_data_file(tiny_model_file, tmp_path):
     from mlpjax.datasets import emt_cu
 
     data = tmp_path / "cu.xyz"
-    write_extxyz(data, emt_cu(temperatures_K=(300.0,), repeats=(2,), md_frames_per_run=2, n_rattled=2, n_strained=2))
+    write_extxyz(data, emt_cu(temperatures_K=(300.0,), repeats=(2,), md_frames_per_run=2, n_rattled=2, n_strained=2,
+                       liquid_temperatures_K=()))
     out = tmp_path / "report"
     rc = main(["validate", str(tiny_model_file), "--reference", str(data), "--structure", "fcc-Cu:3.59",
                "--skip", "drift,vdos", "--output", str(out), "--quiet"])
