@@ -16,9 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import warnings
 
-import jax
+# The suite is compile-bound (hundreds of small jitted programs, each run a few times). XLA's
+# CPU backend at optimisation level 0 without the expensive LLVM passes compiles ~35 % faster
+# (measured: the MACE float32 physics contract 92 → 60 s, training + MD tests 88 → 73 s on one
+# core) and computes the same IEEE operations (no fast-math either way), so every tolerance and
+# bit-for-bit check is unchanged. Set MLPJAX_TEST_XLA_OPTIMIZE=1 to test with the default
+# (optimised) compiler instead. XLA reads XLA_FLAGS when the backend starts, after this import.
+if os.environ.get("MLPJAX_TEST_XLA_OPTIMIZE", "0") != "1":
+    os.environ["XLA_FLAGS"] = " ".join(
+        [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true"]
+    ).strip()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_debug_nans", True)
