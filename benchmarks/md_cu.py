@@ -1,7 +1,9 @@
-"""Production-MD benchmark of the quickstart Cu potential against ASE's EMT (issue 5):
-the density of fcc Cu at 300 K and 0 GPa from a 10,976-atom NPT run.
+"""Production-MD benchmarks of the quickstart Cu potential against ASE's EMT (issue 5).
 
-Protocol (the same for both sides): fcc Cu built at ``mlpjax.datasets.EMT_CU_LATTICE``
+``npt``: the density of fcc Cu at 300 K and 0 GPa from a 10,976-atom NPT run.
+``diffusion``: the self-diffusion coefficient of liquid Cu.
+
+NPT protocol (the same for both sides): fcc Cu built at ``mlpjax.datasets.EMT_CU_LATTICE``
 (3.59 Å), Maxwell–Boltzmann velocities at the target temperature, isotropic MTK
 Nosé–Hoover NPT (thermostat and barostat chains; mlpjax: ``jax_md.simulate.npt_nose_hoover``
 via ``mlpjax.md.simulate``; EMT: ``ase.md.nose_hoover_chain.IsotropicMTKNPT``), 300 K,
@@ -21,7 +23,22 @@ Target (issue 5): the 10,976-atom density within 1 % of EMT's.
     python benchmarks/md_cu.py npt                                 # trains the quickstart potential first (4 min)
     python benchmarks/md_cu.py npt --repeat 6 --steps 200 --emt-steps 200 --no-record   # smoke run
 
-Writes ``benchmarks/results/md_cu_npt.json`` and appends a section to ``benchmarks/RESULTS.md``.
+Liquid diffusion (the same protocol for both sides, ``--seeds`` independent melts each): 108
+atoms (3×3×3 fcc cells) at a fixed 13.2 Å³/atom (``mlpjax.datasets.EMT_CU_LIQUID_VOLUME``:
+liquid Cu's measured density at its melting point), Maxwell–Boltzmann velocities at 2,500 K,
+Langevin (5/ps) at 2,500 K for 3 ps (melt), Langevin at T for 10 ps, then 20 ps NVE at 2 fs
+(velocity Verlet; mlpjax float64) with frames every 20 fs; D from the MSD (all time origins,
+centre-of-mass drift removed) fitted over 10–50 % of the longest lag
+(``mlpjax.analysis.diffusion_coefficient``); mean and standard error over the melts. Target
+(issue 5): within 20 % of EMT's. EMT's Cu liquid is stable at 1,750 K; at 1,000 K (the issue's
+temperature, below Cu's melting point) it is supercooled and still ageing, and D varies ×2
+between melts (see benchmarks/RESULTS.md).
+
+    taskset -c 1 python benchmarks/md_cu.py diffusion --temperature 1750 --model M.mlpjax   # ~17 min
+    taskset -c 1 python benchmarks/md_cu.py diffusion --model M.mlpjax                      # 1,000 K
+
+Writes ``benchmarks/results/md_cu_npt.json`` or ``md_cu_diffusion_<T>K.json`` (and a PNG) and appends a section to
+``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -274,9 +291,9 @@ def diffusion(pot, source, args) -> int:
     print("\n" + table + f"\n\nD vs EMT: {100 * rel:+.1f} % (target ±20 %): {verdict}"
           + ("" if liquid else f"  (EMT's D below {args.liquid_threshold} Å²/ps: not a liquid)"))
     os.makedirs(RESULTS_DIR, exist_ok=True)
-    plot_msd(results, RESULTS_DIR / "md_cu_diffusion.png")
+    plot_msd(results, RESULTS_DIR / f"md_cu_diffusion_{args.temperature:g}K.png")
     if not args.no_record:
-        write_json("md_cu_diffusion.json", {"environment": environment(), "potential": source, "args": vars(args),
+        write_json(f"md_cu_diffusion_{args.temperature:g}K.json", {"environment": environment(), "potential": source, "args": vars(args),
                                             "results": results, "D_rel_error": rel, "verdict": verdict})
         how = "`taskset -c 1 python benchmarks/md_cu.py diffusion" + (f" --model {args.model}" if args.model else "") + "`"
         body = (f"{how}: {4 * args.liquid_repeat ** 3} Cu atoms at {args.volume_per_atom:g} Å³/atom (fixed volume), "

@@ -1012,6 +1012,39 @@ def _engine(potential, atoms, config: MDConfig, record_every: int) -> _Engine:
     return engine
 
 
+def run_guarded(chunk_fn, state, nbrs, reallocate, lengths, *, on_chunk, max_retries, log_fn, on_failure) -> ChunkedRun:
+    """:func:`run_chunked` over ``lengths`` (nothing to run: the start state) for ``simulate`` and
+    ``replicas.simulate_replicas``: a neighbour list that keeps overflowing and a NaN caught by
+    ``jax_debug_nans`` become ``on_failure(message)``, which raises (MDInstabilityError)."""
+    if not lengths:
+        return ChunkedRun(state, nbrs, 0, [])
+    try:
+        return run_chunked(chunk_fn, state, nbrs, reallocate, lengths, on_chunk=on_chunk, max_retries=max_retries,
+                           log_fn=log_fn, pass_step=True)
+    except NeighborListOverflowError as err:
+        on_failure(f"neighbour list overflow ({err})")
+    except FloatingPointError as err:  # jax_debug_nans turns a NaN into this exception
+        on_failure(f"a NaN appeared (jax_debug_nans: {str(err)[:200]})")
+    raise AssertionError("on_failure must raise")  # pragma: no cover
+
+
+def run_timings(setup_s: float, compile_s: float, run_s: float, run: ChunkedRun, lengths, chunk: int,
+                reallocation_log: list) -> dict:
+    """The ``timings`` of an MD result; steps_per_s is the median over full chunks after the first
+    (which may include compilation), or over all chunks when there is no such chunk."""
+    chunk_s = list(run.chunk_times)
+    steady = [t / k for t, k in zip(chunk_s[1:], lengths[1:]) if k == chunk] or [t / k for t, k in zip(chunk_s, lengths)]
+    return {
+        "setup_s": setup_s,
+        "compile_s": compile_s,
+        "run_s": run_s,
+        "chunk_s": chunk_s,
+        "chunk_steps": chunk,
+        "steps_per_s": (1.0 / float(np.median(steady))) if steady else float("nan"),
+        "reallocation_log": reallocation_log,
+    }
+
+
 def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, *, trajectory=None, log=None,
              progress: bool = True, restart=None, restart_out=None, restart_every: int | None = None) -> MDResult:
     """Run MD with ``potential`` from ``atoms_or_configuration`` (ase.Atoms, Configuration or path).
@@ -1212,20 +1245,12 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
             print(f"[mlpjax md] {msg}", file=sys.stderr, flush=True)
 
     t_run = time.perf_counter()
-    run = ChunkedRun(state, nbrs, 0, [])
     try:
-        try:
-            if lengths:
-                run = run_chunked(
-                    lambda s_, nb, k, first_step: chunk_fn(s_, nb, first + first_step, k // record_every),
-                    state, nbrs, reallocate, lengths,
-                    on_chunk=on_chunk, max_retries=config.max_reallocations_per_chunk, log_fn=log_realloc,
-                    pass_step=True,
-                )
-        except NeighborListOverflowError as err:
-            explode(last_good["step"] + record_every, f"neighbour list overflow ({err})")
-        except FloatingPointError as err:  # jax_debug_nans turns a NaN into this exception
-            explode(last_good["step"] + record_every, f"a NaN appeared (jax_debug_nans: {str(err)[:200]})")
+        run = run_guarded(
+            lambda s_, nb, k, first_step: chunk_fn(s_, nb, first + first_step, k // record_every),
+            state, nbrs, reallocate, lengths, on_chunk=on_chunk, max_retries=config.max_reallocations_per_chunk,
+            log_fn=log_realloc, on_failure=lambda msg: explode(last_good["step"] + record_every, msg),
+        )
         if restart_out is not None:
             write_restart(restart_out, system, config, run.state, run.nbrs, config.steps)
     finally:
@@ -1238,17 +1263,8 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
 
     final = run.state
     final_atoms = frame(last_good["step"], last_good["rec"])
-    chunk_s = list(run.chunk_times)
-    steady = [t / k for t, k in zip(chunk_s[1:], lengths[1:]) if k == chunk] or [t / k for t, k in zip(chunk_s, lengths)]
-    timings = {
-        "setup_s": setup_s,
-        "compile_s": chunk_fn.compile_s - compile_s0,  # 0 when an earlier run compiled it (see _engine)
-        "run_s": run_s,
-        "chunk_s": chunk_s,
-        "chunk_steps": chunk,
-        "steps_per_s": (1.0 / float(np.median(steady))) if steady else float("nan"),
-        "reallocation_log": realloc_messages,
-    }
+    # compile_s is 0 when an earlier run compiled the engine (see _engine)
+    timings = run_timings(setup_s, chunk_fn.compile_s - compile_s0, run_s, run, lengths, chunk, realloc_messages)
     return MDResult(
         atoms=final_atoms,
         positions=np.asarray(final_atoms.positions),

@@ -72,11 +72,9 @@ import numpy as np
 from mlpjax.md import (
     _THERMO_COLUMNS,
     EV_PER_A3_IN_GPA,
-    ChunkedRun,
     MDConfig,
     MDInstabilityError,
     MDSystem,
-    NeighborListOverflowError,
     _as_atoms,
     _CompileCache,
     _frame_atoms,
@@ -88,7 +86,8 @@ from mlpjax.md import (
     build_system,
     cast_state,
     grow_neighbor_list,
-    run_chunked,
+    run_guarded,
+    run_timings,
 )
 
 __all__ = ["ReplicaResult", "ReplicaInstabilityError", "simulate_replicas", "replica_paths"]
@@ -508,19 +507,13 @@ def simulate_replicas(potential, structures, config: MDConfig | None = None, *, 
             print(f"[mlpjax md] {msg} (all {r_count} replicas)", file=sys.stderr, flush=True)
 
     t_run = time.perf_counter()
-    run = ChunkedRun(state, nbrs, 0, [])
     try:
-        try:
-            if lengths:
-                run = run_chunked(
-                    lambda s_, nb, n, first_step: chunk_fn(s_, nb, first_step, n // record_every),
-                    state, nbrs, reallocate, lengths, on_chunk=on_chunk,
-                    max_retries=config.max_reallocations_per_chunk, log_fn=log_realloc, pass_step=True,
-                )
-        except NeighborListOverflowError as err:
-            explode(None, last_good["step"] + record_every, f"neighbour list overflow ({err})")
-        except FloatingPointError as err:  # jax_debug_nans: the batched chunk cannot say which replica
-            explode(None, last_good["step"] + record_every, f"a NaN appeared (jax_debug_nans: {str(err)[:200]})")
+        # (a NaN caught by jax_debug_nans in the batched chunk cannot say which replica: None)
+        run = run_guarded(
+            lambda s_, nb, n, first_step: chunk_fn(s_, nb, first_step, n // record_every),
+            state, nbrs, reallocate, lengths, on_chunk=on_chunk, max_retries=config.max_reallocations_per_chunk,
+            log_fn=log_realloc, on_failure=lambda msg: explode(None, last_good["step"] + record_every, msg),
+        )
     finally:
         flush()
         for fh in log_fhs:
@@ -532,20 +525,9 @@ def simulate_replicas(potential, structures, config: MDConfig | None = None, *, 
     final = run.state
     final_atoms = [frame(last_good["step"], last_good["recs"][k]) for k in range(r_count)]
     masses = np.asarray(system.masses, np.float64)[:, None]
-    chunk_s = list(run.chunk_times)
-    steady = [t / n for t, n in zip(chunk_s[1:], lengths[1:]) if n == chunk] or [t / n for t, n in zip(chunk_s, lengths)]
-    steps_per_s = (1.0 / float(np.median(steady))) if steady else float("nan")
-    timings = {
-        "setup_s": setup_s,
-        "compile_s": chunk_fn.compile_s,
-        "run_s": run_s,
-        "chunk_s": chunk_s,
-        "chunk_steps": chunk,
-        "steps_per_s": steps_per_s,  # steps of the whole batch per second
-        "replica_steps_per_s": steps_per_s * r_count,
-        "atom_steps_per_s": steps_per_s * r_count * system.n_atoms,
-        "reallocation_log": realloc_messages,
-    }
+    timings = run_timings(setup_s, chunk_fn.compile_s, run_s, run, lengths, chunk, realloc_messages)
+    steps_per_s = timings["steps_per_s"]  # steps of the whole batch per second
+    timings.update(replica_steps_per_s=steps_per_s * r_count, atom_steps_per_s=steps_per_s * r_count * system.n_atoms)
     return ReplicaResult(
         atoms=final_atoms,
         positions=np.stack([a.positions for a in final_atoms]),
