@@ -349,7 +349,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--emt-steps", type=int, default=None, help="default: --steps")
     p.add_argument("--timestep", type=float, default=2.0, help="fs")
-    p.add_argument("--temperature", type=float, default=300.0, help="K")
+    p.add_argument("--temperature", type=float, default=None, help="K (default: 300 for npt, 1000 for diffusion)")
     p.add_argument("--pressure", type=float, default=0.0, help="GPa")
     p.add_argument("--initial-temperature", type=float, default=None, help="K of the starting velocities (default 2 T)")
     p.add_argument("--thermostat-tau", type=float, default=100.0, help="fs")
@@ -376,8 +376,8 @@ def main(argv=None) -> int:
         import jax
 
         jax.config.update("jax_enable_x64", True)  # the liquid runs are in float64 (as the NVE drift checks)
-    if args.task == "diffusion" and "--temperature" not in " ".join(argv or sys.argv):
-        args.temperature = 1000.0
+    if args.temperature is None:
+        args.temperature = 1000.0 if args.task == "diffusion" else 300.0
     args.emt_steps = args.emt_steps or args.steps
 
     import mlpjax

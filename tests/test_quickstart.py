@@ -1,4 +1,4 @@
-"""The README's main command, end to end (slow: ~3-4 minutes on 2 cores; run with -m slow)."""
+"""The README's main command, end to end (slow: ~6-8 minutes on 2 cores; run with -m slow)."""
 
 import json
 import os
