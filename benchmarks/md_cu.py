@@ -295,7 +295,8 @@ def diffusion(pot, source, args) -> int:
     if not args.no_record:
         write_json(f"md_cu_diffusion_{args.temperature:g}K.json", {"environment": environment(), "potential": source, "args": vars(args),
                                             "results": results, "D_rel_error": rel, "verdict": verdict})
-        how = "`taskset -c 1 python benchmarks/md_cu.py diffusion" + (f" --model {args.model}" if args.model else "") + "`"
+        how = (f"`taskset -c 1 python benchmarks/md_cu.py diffusion --temperature {args.temperature:g}"
+               + (f" --model {args.model}" if args.model else "") + "`")
         body = (f"{how}: {4 * args.liquid_repeat ** 3} Cu atoms at {args.volume_per_atom:g} Å³/atom (fixed volume), "
                 f"Langevin ({args.friction:g}/ps) melt at {args.melt_temperature:g} K for {args.melt_ps:g} ps, "
                 f"{args.equilibrate_ps:g} ps at {args.temperature:g} K, then {args.production_ps:g} ps NVE "
