@@ -301,44 +301,38 @@ def diffusion(pot, source, args) -> int:
                 f"Langevin ({args.friction:g}/ps) melt at {args.melt_temperature:g} K for {args.melt_ps:g} ps, "
                 f"{args.equilibrate_ps:g} ps at {args.temperature:g} K, then {args.production_ps:g} ps NVE "
                 f"({args.timestep:g} fs, frames every {args.frame_fs:g} fs); D from the MSD (all origins, "
-                f"fit over 10–50 % of the longest lag), averaged over {args.seeds} independent melts per side. Potential: {source}. mlpjax float64 on one CPU "
-                f"core; EMT = ASE's MD.\n\n{table}\n\n- D vs EMT: **{100 * rel:+.1f} %** (target ±20 %): {verdict}.")
+                f"fit over 10–50 % of the longest lag), averaged over {args.seeds} independent melts per side. "
+                f"Potential: {source}. mlpjax float64 on one CPU core; EMT = ASE's MD.\n\n{table}\n\n- D vs EMT: **{100 * rel:+.1f} %** (target ±20 %): {verdict}.")
         append_results(f"Liquid Cu self-diffusion at {args.temperature:g} K, quickstart potential vs EMT", body)
     return 0 if verdict == "PASS" else 1
 
 
-def plot_msd(results, path):
+def _line_plot(path, curves, xlabel: str, ylabel: str, figsize=(6, 3.5)):
+    """One PNG with a line per (label, x, y) in ``curves``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for label, r in results.items():
-        ax.plot(r["msd_lag_ps"], r["msd_A2"], label=f"{label}: D = {r['D_A2_per_ps']:.3f} Å²/ps")
-    ax.set_xlabel("lag (ps)")
-    ax.set_ylabel("MSD (Å²)")
+    fig, ax = plt.subplots(figsize=figsize)
+    for label, x, y in curves:
+        ax.plot(x, y, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_msd(results, path):
+    _line_plot(path, [(f"{k}: D = {r['D_A2_per_ps']:.3f} Å²/ps", r["msd_lag_ps"], r["msd_A2"]) for k, r in results.items()],
+               "lag (ps)", "MSD (Å²)", figsize=(5, 3.5))
 
 
 def plot(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for label, r in results.items():
-        ax.plot(r["time_ps"], r["V_per_atom"], label=f"{label} ({r['n_atoms']} atoms)")
-    ax.set_xlabel("t (ps)")
-    ax.set_ylabel("V / N (Å³)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _line_plot(path, [(f"{k} ({r['n_atoms']} atoms)", r["time_ps"], r["V_per_atom"]) for k, r in results.items()],
+               "t (ps)", "V / N (Å³)")
 
 
 def main(argv=None) -> int:
