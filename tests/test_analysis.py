@@ -19,6 +19,7 @@ from ase.geometry.rdf import get_rdf
 from mlpjax.analysis import (
     RDF,
     analyze_trajectory,
+    bond_order,
     coordination_number,
     cutoff_from_rdf,
     diffusion_coefficient,
@@ -28,6 +29,7 @@ from mlpjax.analysis import (
     partial_rdf,
     rdf,
     rdf_peaks,
+    solid_fraction,
     spectrum_peak,
     unwrap,
     vacf,
@@ -202,6 +204,66 @@ def test_cutoff_rules_say_what_is_missing(hot_cu_frames):
     flat = RDF(r=np.linspace(0.05, 5.95, 60), g=np.ones(60), density=0.1)  # ideal gas: no peaks at all
     with pytest.raises(ValueError, match="found 0"):
         cutoff_from_rdf(flat, "first_minimum")
+
+
+# ========================================================== bond-orientational order
+def _q_l_by_legendre(atoms, cutoff, l):
+    """Independent reference, no spherical harmonics: the addition theorem
+    Σ_m Y_lm(a) Y*_lm(b) = (2l+1)/(4π) P_l(a·b) turns Steinhardt's q_l(i)² into
+    (1/n_i²) Σ_{j,k ∈ N(i)} P_l(r̂_ij·r̂_ik), summed over every periodic image by brute force."""
+    from numpy.polynomial import legendre
+
+    p_l = legendre.Legendre.basis(l)
+    pos, cell = atoms.positions, atoms.cell.array
+    images = np.array(list(itertools.product(range(-2, 3), repeat=3))) @ cell  # [125, 3] Å
+    q = []
+    for i in range(len(atoms)):
+        d = (pos[None, :, :] + images[:, None, :] - pos[i]).reshape(-1, 3)
+        r = np.linalg.norm(d, axis=1)
+        u = d[(r > 1e-8) & (r < cutoff)]
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        q.append(np.sqrt(p_l(u @ u.T).sum()) / len(u))
+    return np.array(q)
+
+
+@pytest.mark.parametrize(
+    "crystal, cutoff, n_nb, q4, q6",
+    [  # perfect lattices, first shell only: Steinhardt et al. 1983; Mickel et al., JCP 138, 044501 (2013)
+        (bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2), 3.0, 12, 0.19094, 0.57452),
+        (bulk("Fe", "bcc", a=2.87, cubic=True).repeat(3), 2.6, 8, 0.50918, 0.62854),
+        (bulk("Mg", "hcp", a=3.2, covera=np.sqrt(8.0 / 3.0)).repeat((3, 3, 2)), 3.4, 12, 0.09722, 0.48476),
+    ],
+    ids=["fcc", "bcc", "hcp"],
+)
+def test_bond_order_of_perfect_crystals(crystal, cutoff, n_nb, q4, q6):
+    for l, expected in ((4, q4), (6, q6)):
+        b = bond_order(crystal, cutoff=cutoff, l=l)
+        np.testing.assert_allclose(b.q, expected, atol=2e-5)
+        assert np.all(b.solid) and np.all(b.solid_bonds == b.n_neighbours)  # d_l = 1 for identical environments
+        np.testing.assert_array_equal(b.n_neighbours, n_nb)
+
+
+def test_bond_order_matches_legendre_reference_and_is_rotation_invariant():
+    rng = np.random.default_rng(3)
+    atoms = bulk("Cu", "fcc", a=3.61) * (3, 3, 3)  # triclinic primitive cell: images along skewed vectors
+    atoms.positions += rng.normal(0, 0.2, atoms.positions.shape)
+    for l in (4, 6):
+        np.testing.assert_allclose(bond_order(atoms, cutoff=3.2, l=l).q, _q_l_by_legendre(atoms, 3.2, l), atol=1e-10)
+    rotated = atoms.copy()
+    rotated.rotate(37.0, (1.0, 2.0, -0.5), rotate_cell=True)
+    a, b = bond_order(atoms, cutoff=3.2), bond_order(rotated, cutoff=3.2)
+    np.testing.assert_allclose(a.q, b.q, atol=1e-10)
+    np.testing.assert_array_equal(a.solid_bonds, b.solid_bonds)
+
+
+def test_solid_fraction_tells_a_rattled_crystal_from_a_gas(hot_cu_frames):
+    np.testing.assert_array_equal(solid_fraction(hot_cu_frames, cutoff=3.1), 1.0)
+    rng = np.random.default_rng(0)
+    gas = hot_cu_frames[0].copy()
+    gas.positions = rng.uniform(0.0, 1.0, gas.positions.shape) @ gas.cell.array
+    assert solid_fraction([gas], cutoff=3.3)[0] < 0.05
+    with pytest.raises(ValueError, match="fully periodic"):
+        bond_order(Atoms("Cu2", positions=[[0, 0, 0], [2.5, 0, 0]]), cutoff=3.0)
 
 
 # ======================================================================== unwrapping
