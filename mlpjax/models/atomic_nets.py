@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlpjax.models.common import EdgeModel
+
 _ACTIVATIONS = {
     "tanh": jnp.tanh,
     "silu": jax.nn.silu,
@@ -155,17 +157,14 @@ def fit_feature_scaling(pot, params, graphs, *, batch_size: int = 32, min_std: f
     return out
 
 
-class DescriptorNetwork(nn.Module):
+class DescriptorNetwork(EdgeModel):
     """Base of the descriptor models: ε_i = NN_{Z_i}((x_i − μ_Z) / s_Z) with x = ``features``.
 
     Subclasses define :meth:`features` (raw descriptor [n_nodes, F]); the config must have
     ``hidden`` and ``activation``. Parameter tree: {"params": {"networks": …}, "scaling": {"scaling": …}}.
     """
 
-    config: object
-    num_species: int
-    cutoff: float  # Å
-    avg_num_neighbors: float = 1.0  # unused (descriptors are plain sums)
+    # fields: EdgeModel's (avg_num_neighbors unused: descriptors are plain sums)
 
     def setup(self):
         self.scaling = FeatureScaling(self.num_species)

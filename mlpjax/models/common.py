@@ -1,4 +1,5 @@
-"""Radial bases, cutoff envelopes and numerically safe helpers shared by the models.
+"""The module interface every model implements, and the radial bases, cutoff envelopes and
+numerically safe helpers the models share.
 
 All functions are pure JAX, elementwise over edges, and safe under ``jax_debug_nans``
 for padded (masked) edges.
@@ -6,8 +7,33 @@ for padded (masked) edges.
 
 from __future__ import annotations
 
+from typing import Any
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+
+class EdgeModel(nn.Module):
+    """Base of every model module: per-atom outputs from the edges of one (batched) graph.
+
+    :func:`mlpjax.models.build` wraps a subclass into the pure ``init``/``apply`` pair of the
+    energy contract; a subclass narrows ``config`` to its frozen config dataclass and
+    implements ``__call__(vectors, species, senders, receivers, edge_mask)``:
+
+      vectors: [n_edges, 3] Å, R[sender] − R[receiver] (+ periodic shift).
+      species: [n_nodes] int, species index in [0, num_species).
+      senders, receivers: [n_edges] int; padding edges may point anywhere (jax-md pads with
+        n_nodes) and are always masked.
+      edge_mask: [n_edges] bool, False for padding.
+      returns: [n_nodes] per-atom outputs, dimensionless (the potential scales and shifts
+        them to eV per atom).
+    """
+
+    config: Any  # the model's frozen config dataclass
+    num_species: int
+    cutoff: float  # Å
+    avg_num_neighbors: float = 1.0  # mean neighbours per atom in the training data (message normalisation)
 
 
 def safe_norm(vectors: jax.Array, mask: jax.Array, fill: float) -> jax.Array:

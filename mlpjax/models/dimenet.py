@@ -71,14 +71,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlpjax.models.common import incoming_edge_table, polynomial_cutoff, safe_norm  # noqa: F401 (re-exported)
+from mlpjax.models.common import EdgeModel, incoming_edge_table, polynomial_cutoff, safe_norm  # noqa: F401 (re-exported)
 
 REVERSE_EDGE_TOL = 1e-2  # Å: e2 is the reverse of e1 when |v1 + v2| is below this
 
@@ -383,25 +382,15 @@ class InteractionPPBlock(nn.Module):
         return h
 
 
-class DimeNet(nn.Module):
+class DimeNet(EdgeModel):
     """DimeNet++ per-atom (unscaled) outputs from edges. See :func:`mlpjax.models.build`."""
 
     config: DimeNetConfig
-    num_species: int
-    cutoff: float  # Å
-    avg_num_neighbors: float = 1.0
 
     @nn.compact
     def __call__(self, vectors, species, senders, receivers, edge_mask):
-        """
-        Args:
-          vectors: [n_edges, 3] Å, R[sender] - R[receiver] (+ periodic shift).
-          species: [n_nodes] int, species index in [0, num_species).
-          senders, receivers: [n_edges] int (jax-md padding may be == n_nodes).
-          edge_mask: [n_edges] bool, False for padding.
-        Returns: [n_nodes] per-atom outputs (dimensionless); all NaN if a node has more
-          than ``config.max_neighbors`` incoming edges within the cutoff.
-        """
+        """The EdgeModel interface (see :class:`mlpjax.models.common.EdgeModel`); the outputs are
+        all NaN if a node has more than ``config.max_neighbors`` incoming edges within the cutoff."""
         cfg = self.config
         n_nodes = species.shape[0]
         dtype = vectors.dtype

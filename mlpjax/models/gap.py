@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from mlpjax import descriptors
+from mlpjax.models.common import EdgeModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,13 +81,10 @@ class GAPConfig:
                                       envelope=str(self.envelope), radial_scaling=self.radial_scaling)
 
 
-class GAP(nn.Module):
+class GAP(EdgeModel):
     """Per-atom (unscaled) energies ε_i from edges. See :func:`mlpjax.models.build`."""
 
     config: GAPConfig
-    num_species: int
-    cutoff: float  # Å
-    avg_num_neighbors: float = 1.0  # unused
 
     def features(self, vectors, species, senders, receivers, edge_mask):
         """Unit-normalised SOAP [n_nodes, F]."""

@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlpjax.models.common import bessel_basis, polynomial_cutoff
+from mlpjax.models.common import EdgeModel, bessel_basis, polynomial_cutoff
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,24 +161,14 @@ class SymmetricContraction(nn.Module):
         return jnp.concatenate(outputs, axis=-1)
 
 
-class MACE(nn.Module):
+class MACE(EdgeModel):
     """Per-atom (unscaled) outputs from edges. See :func:`mlpjax.models.build`."""
 
     config: MACEConfig
-    num_species: int
-    cutoff: float  # Å
-    avg_num_neighbors: float = 1.0
 
     @nn.compact
     def __call__(self, vectors, species, senders, receivers, edge_mask):
-        """
-        Args:
-          vectors: [n_edges, 3] Å, R[sender] - R[receiver] (+ periodic shift).
-          species: [n_nodes] int, species index in [0, num_species).
-          senders, receivers: [n_edges] int (padding may point anywhere: always masked).
-          edge_mask: [n_edges] bool, False for padding.
-        Returns: [n_nodes] per-atom outputs (dimensionless; the potential scales them to eV).
-        """
+        """The EdgeModel interface (see :class:`mlpjax.models.common.EdgeModel`)."""
         cfg = self.config
         n_nodes = species.shape[0]
         C = cfg.features

@@ -51,7 +51,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mlpjax.models.common import bessel_basis, polynomial_cutoff, safe_norm
+from mlpjax.models.common import EdgeModel, bessel_basis, polynomial_cutoff, safe_norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,24 +92,14 @@ def _radial_mlp(x: jax.Array, hidden: int, layers: int, n_out: int, name: str) -
     return nn.Dense(n_out, use_bias=False, name=f"{name}_out")(x)
 
 
-class NequIP(nn.Module):
+class NequIP(EdgeModel):
     """Per-atom (unscaled) energies from edges. See :func:`mlpjax.models.build`."""
 
     config: NequIPConfig
-    num_species: int
-    cutoff: float  # Å
-    avg_num_neighbors: float = 1.0
 
     @nn.compact
     def __call__(self, vectors, species, senders, receivers, edge_mask):
-        """
-        Args:
-          vectors: [n_edges, 3] Å, R[sender] - R[receiver] (+ periodic shift).
-          species: [n_nodes] int, species index in [0, num_species).
-          senders, receivers: [n_edges] int.
-          edge_mask: [n_edges] bool, False for padding.
-        Returns: [n_nodes] per-atom outputs (dimensionless; the potential scales them to eV).
-        """
+        """The EdgeModel interface (see :class:`mlpjax.models.common.EdgeModel`)."""
         cfg = self.config
         n_nodes = species.shape[0]
         dtype = vectors.dtype

@@ -51,7 +51,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mlpjax.models.common import bessel_basis, cutoff_envelope, safe_norm, shifted_softplus
+from mlpjax.models.common import EdgeModel, bessel_basis, cutoff_envelope, safe_norm, shifted_softplus
 
 # Added to Σ_xyz (V v)^2 before the square root: differentiable at v = 0 (see docstring).
 _VECTOR_NORM_EPS = 1e-8
@@ -86,24 +86,14 @@ class PaiNNConfig:
             raise ValueError(f"PaiNN needs features >= 2, interactions >= 1, num_rbf >= 1, got {self}")
 
 
-class PaiNN(nn.Module):
+class PaiNN(EdgeModel):
     """Per-atom (unscaled) energies from edges. See :func:`mlpjax.models.build`."""
 
     config: PaiNNConfig
-    num_species: int
-    cutoff: float  # Å
-    avg_num_neighbors: float = 1.0
 
     @nn.compact
     def __call__(self, vectors, species, senders, receivers, edge_mask):
-        """
-        Args:
-          vectors: [n_edges, 3] Å, R[sender] - R[receiver] (+ periodic shift).
-          species: [n_nodes] int, species index in [0, num_species).
-          senders, receivers: [n_edges] int.
-          edge_mask: [n_edges] bool, False for padding.
-        Returns: [n_nodes] per-atom outputs (dimensionless; the potential scales them to eV).
-        """
+        """The EdgeModel interface (see :class:`mlpjax.models.common.EdgeModel`)."""
         cfg = self.config
         F = cfg.features
         act = _activation(cfg.activation)

@@ -14,9 +14,8 @@ import dataclasses
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from mlpjax.models.common import cutoff_envelope, gaussian_basis, safe_norm, shifted_softplus
+from mlpjax.models.common import EdgeModel, cutoff_envelope, gaussian_basis, safe_norm, shifted_softplus
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,24 +29,14 @@ class SchNetConfig:
     cutoff_fn: str = "cosine"  # "cosine" (SchNet paper) or "polynomial"
 
 
-class SchNet(nn.Module):
+class SchNet(EdgeModel):
     """Per-atom (unscaled) energies from edges. See :func:`mlpjax.models.build`."""
 
     config: SchNetConfig
-    num_species: int
-    cutoff: float  # Å
-    avg_num_neighbors: float = 1.0
 
     @nn.compact
     def __call__(self, vectors, species, senders, receivers, edge_mask):
-        """
-        Args:
-          vectors: [n_edges, 3] Å, R[sender] - R[receiver] (+ periodic shift).
-          species: [n_nodes] int, species index in [0, num_species).
-          senders, receivers: [n_edges] int.
-          edge_mask: [n_edges] bool, False for padding.
-        Returns: [n_nodes] per-atom outputs (dimensionless; the potential scales them to eV).
-        """
+        """The EdgeModel interface (see :class:`mlpjax.models.common.EdgeModel`)."""
         cfg = self.config
         n_nodes = species.shape[0]
         r = safe_norm(vectors, edge_mask, self.cutoff)  # [n_edges] Å
