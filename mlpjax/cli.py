@@ -257,6 +257,10 @@ def _md_replicas(args, pot, structure, cfg) -> int:
         if cfg.ensemble == "nve" and len(th["time_ps"]) > 1:
             drift = np.polyfit(th["time_ps"], th["E_tot_eV"], 1)[0] / n_atoms * 1e3
             line += f", E_tot drift {drift:+.4f} meV/atom/ps"
+        if cfg.ensemble == "npt":
+            v = th["V_A3"][half:].mean()
+            line += (f", <P> {th['P_GPa'][half:].mean():.3f} GPa, <V> {v / n_atoms:.4f} Å³/atom "
+                     f"(density {_density_g_cm3(structure, v):.4f} g/cm³)")
         print(line)
     t = result.timings
     print(

@@ -602,9 +602,9 @@ def grow_neighbor_list(system: MDSystem, start_R, end_R, old_nbrs, growth: float
 
 def _integrator(system: MDSystem, config: MDConfig):
     """``init(key, R, nbrs) -> state``, ``step(state, nbrs, kT, P) -> (state, nbrs)``, the number
-    of degrees of freedom and ``box_of(state)`` (the current box, None when it is fixed). Except
-    for NPT, ``init`` takes ``kT=`` (eV) to start at another temperature than the config's
-    (mlpjax.replicas: one per replica).
+    of degrees of freedom and ``box_of(state)`` (the current box, None when it is fixed). ``init``
+    takes ``kT=`` (eV) to start at another temperature than the config's (mlpjax.replicas: one
+    per replica).
 
     The states and initialisation are jax-md's (Maxwell–Boltzmann momenta at kT with the
     total momentum removed). NVE and Langevin NVT are assembled from jax-md's own primitives
@@ -687,8 +687,13 @@ def _integrator(system: MDSystem, config: MDConfig):
         barostat_kwargs={"tau": tau_b, **chain}, thermostat_kwargs={"tau": tau_t, **chain},
     )
 
-    def init(key, R, nbrs):
-        return init_fn(key, R, system.box, mass=system.masses, neighbor=nbrs)
+    def init(key, R, nbrs, kT=kT0):
+        state = init_fn(key, R, system.box, mass=system.masses, neighbor=nbrs, kT=kT)
+        # jax-md's init sizes the barostat mass W = d (N + 1) kT τ_b² with the closure's kT (its
+        # apply_fn resets W from the step's kT before every step): size it with this start's kT,
+        # in apply_fn's expression, so a replica's W equals its own single run's at every record
+        n, dim = state.position.shape
+        return state.set(box_mass=jnp.array(dim * (n + 1) * kT * state.barostat.tau**2, state.position.dtype))
 
     def step(state, nbrs, kT, pressure):
         state = apply_fn(state, neighbor=nbrs, kT=kT, pressure=pressure)
@@ -909,6 +914,29 @@ def cast_state(state, dtype):
     chain variables in float32 whatever the positions' precision)."""
     return jax.tree_util.tree_map(
         lambda x: jnp.asarray(x).astype(dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, state)
+
+
+def record_problem(system: MDSystem, config: MDConfig, rec: dict, temperature_K: float, t_limit_K: float) -> str | None:
+    """Why the record ``rec`` (host arrays) ends the run, or None: NaN/inf energy, positions,
+    momenta or forces; T above ``t_limit_K``; two atoms closer than ``config.min_distance``;
+    an NPT cell too narrow for cutoff + skin (images included). md.simulate and the replicas
+    check every record with this."""
+    if not (np.isfinite(rec["epot"]) and np.isfinite(rec["ekin"])):
+        return "the energy became NaN/inf"
+    for name in ("position", "momentum", "force"):
+        if not np.all(np.isfinite(rec[name])):
+            return f"the {name}s became NaN/inf"
+    if temperature_K > t_limit_K:
+        return f"the temperature reached {temperature_K:.0f} K (limit {t_limit_K:.0f} K)"
+    if "min_dist" in rec and rec["min_dist"] < config.min_distance:
+        return f"two atoms came within {float(rec['min_dist']):.3f} Å (min_distance {config.min_distance} Å)"
+    if "box" in rec and system.periodic and config.ensemble == "npt":
+        cutoff_skin = float(system.potential.cutoff + config.skin)
+        widths = perpendicular_widths(np.asarray(rec["box"], np.float64).T * np.asarray(system.repeats)[:, None])
+        if cutoff_skin > 0.5 * widths.min() + 1e-9:
+            return (f"the NPT cell shrank to perpendicular widths {np.array2string(widths, precision=3)} Å "
+                    f"(images included): cutoff + skin = {cutoff_skin:g} Å no longer fits the minimum image")
+    return None
 
 
 def _with_conserved_energy(system: MDSystem, config: MDConfig, record: dict, state, nbrs, kT, pressure) -> dict:
@@ -1139,24 +1167,7 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
         return _frame_atoms(system, rec, step, step * dt_ps, temperature(rec["ekin"]), with_forces=config.traj_forces)
 
     def problem(rec) -> str | None:
-        if not (np.isfinite(rec["epot"]) and np.isfinite(rec["ekin"])):
-            return "the energy became NaN/inf"
-        for name in ("position", "momentum", "force"):
-            if not np.all(np.isfinite(rec[name])):
-                return f"the {name}s became NaN/inf"
-        T = temperature(rec["ekin"])
-        if T > t_limit:
-            return f"the temperature reached {T:.0f} K (limit {t_limit:.0f} K)"
-        if "min_dist" in rec and rec["min_dist"] < config.min_distance:
-            return f"two atoms came within {float(rec['min_dist']):.3f} Å (min_distance {config.min_distance} Å)"
-        if "box" in rec and system.periodic and config.ensemble == "npt":
-            widths = perpendicular_widths(np.asarray(rec["box"], np.float64).T * np.asarray(system.repeats)[:, None])
-            if cutoff_skin > 0.5 * widths.min() + 1e-9:
-                return (f"the NPT cell shrank to perpendicular widths {np.array2string(widths, precision=3)} Å "
-                        f"(images included): cutoff + skin = {cutoff_skin:g} Å no longer fits the minimum image")
-        return None
-
-    cutoff_skin = float(system.potential.cutoff + config.skin)
+        return record_problem(system, config, rec, temperature(rec["ekin"]), t_limit)
 
     def flush():
         if log_fh is not None:

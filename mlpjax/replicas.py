@@ -45,9 +45,10 @@ stops the run with :class:`ReplicaInstabilityError` (an ``MDInstabilityError`` n
 replica and the step), its last good frame written to ``last_good_frame_replica{k}.xyz``
 (next to its trajectory, else in the working directory) and every log flushed.
 
-Not supported: NPT (jax-md's NPT initialisation takes the barostat mass from the closure's
-temperature, not the replica's: run NPT replicas one at a time with ``md.simulate``) and restart
-files.
+NPT replicas share the pressure target (and its ramp) and each carries its own box
+(``final_state.box_position`` [R]; the final ``atoms``, the frames and the logs carry each
+replica's cell and volume); the barostat mass
+follows the replica's kT as in its single run. Not supported: restart files.
 
 **Speed.** One compilation serves all replicas, and on an accelerator the batch fills the
 device. On one CPU core the force evaluation is compute-bound, so R replicas cost about R single
@@ -86,14 +87,12 @@ from mlpjax.md import (
     build_system,
     cast_state,
     grow_neighbor_list,
+    record_problem,
     run_guarded,
     run_timings,
 )
 
 __all__ = ["ReplicaResult", "ReplicaInstabilityError", "simulate_replicas", "replica_paths"]
-
-REPLICA_ENSEMBLES = ("nve", "nvt", "nvt_nh")
-
 
 class ReplicaInstabilityError(MDInstabilityError):
     """One replica exploded; ``replica`` is its index (None when it cannot be told, e.g. a NaN
@@ -216,34 +215,39 @@ class _ReplicaSystem(MDSystem):
     is exactly the one its single run would carry."""
 
     def update_neighbors(self, nbrs, R, box=None):
-        if box is not None:  # NPT (not supported by replicas): the plain update
-            return MDSystem.update_neighbors(self, nbrs, R, box)
-        return self._gated_update(nbrs, R)
+        # NPT differentiates its energy with respect to R and the box, list update included (the
+        # list is refreshed where the energy is evaluated); the list's pairs do not depend
+        # differentiably on either, and custom_vmap has no derivative rule: stop the gradient here
+        R = jax.lax.stop_gradient(R)
+        box = () if box is None else (jax.lax.stop_gradient(box),)  # NPT: each replica's own box
+        return self._gated_update(nbrs, R, *box)
 
     @functools.cached_property
     def _gated_update(self):
+        """The gated update ``(nbrs, R[, box])``; with a box (NPT) the displacement test is
+        jax-md's, in the replica's current (image-super) box."""
         single = functools.partial(MDSystem.update_neighbors, self)
         skin = float(self.skin)
         gate_sq = (0.5 * skin) ** 2 * 0.99  # Å², a hair below jax-md's (skin/2)²
 
-        def moved(nbrs, R):  # does this replica need a rebuild (jax-md's test, slightly early)?
-            x = self.expand(R)
-            d = jax.vmap(self.nbr_displacement_fn)(x, nbrs.reference_position)
+        def moved(nbrs, R, *box):  # does this replica need a rebuild (jax-md's test, slightly early)?
+            kw = {"box": self.super_box(box[0])} if box else {}
+            d = jax.vmap(functools.partial(self.nbr_displacement_fn, **kw))(self.expand(R), nbrs.reference_position)
             return jnp.any(jnp.sum(d**2, axis=-1) > gate_sq)
 
         @jax.custom_batching.custom_vmap
-        def update(nbrs, R):
-            return single(nbrs, R)
+        def update(nbrs, R, *box):
+            return single(nbrs, R, *box)
 
         @update.def_vmap
-        def update_batched(axis_size, in_batched, nbrs, R):
+        def update_batched(axis_size, in_batched, nbrs, R, *box):
             def batch(tree, batched):
                 return jax.tree_util.tree_map(
                     lambda x, b: x if b else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x)), tree, batched)
 
-            nbrs, R = batch(nbrs, in_batched[0]), batch(R, in_batched[1])
-            rebuild = jnp.any(jax.vmap(moved)(nbrs, R)) if skin > 0 else True  # skin 0: jax-md rebuilds every step
-            new = jax.lax.cond(rebuild, lambda nb: jax.vmap(single)(nb, R), lambda nb: nb, nbrs)
+            args = [batch(a, b) for a, b in zip((nbrs, R) + box, in_batched)]
+            rebuild = jnp.any(jax.vmap(moved)(*args)) if skin > 0 else True  # skin 0: jax-md rebuilds every step
+            new = jax.lax.cond(rebuild, lambda nb: jax.vmap(single)(nb, *args[1:]), lambda nb: nb, args[0])
             return new, jax.tree_util.tree_map(lambda _: True, new)
 
         return update
@@ -290,7 +294,7 @@ def simulate_replicas(potential, structures, config: MDConfig | None = None, *, 
     Args:
       structures: one ase.Atoms (Configuration, path) for all replicas, or a list of R with the
         same numbers, cell and pbc (different positions/momenta).
-      config: the shared settings (ensemble nve | nvt | nvt_nh, timestep, steps, ...).
+      config: the shared settings (ensemble nve | nvt | nvt_nh | npt, pressure, timestep, steps, ...).
       temperatures_K: R starting/target temperatures (default: config.temperature_K for all);
         a config ramp is scaled per replica (T_final,k = T_k · temperature_final_K / temperature_K).
       seeds: R RNG seeds (default config.seed + k).
@@ -300,15 +304,12 @@ def simulate_replicas(potential, structures, config: MDConfig | None = None, *, 
         as md.simulate's (step 0 included; frames every ``traj_every``), streamed per chunk.
       progress: a progress line on stderr about every 5 s.
     Raises:
-      ValueError: bad settings, replicas of different systems, NPT.
+      ValueError: bad settings, replicas of different systems.
       ReplicaInstabilityError (an MDInstabilityError): a replica exploded.
     """
     from ase import units
 
     config = config or MDConfig()
-    if config.ensemble not in REPLICA_ENSEMBLES:
-        raise ValueError(f"replicas support the ensembles {', '.join(REPLICA_ENSEMBLES)}, not {config.ensemble!r}: "
-                         "run NPT replicas one at a time with mlpjax.md.simulate")
     r_count = _n_replicas(structures, temperatures_K, seeds, n_replicas)
     atoms_list = ([_as_atoms(s) for s in structures] if isinstance(structures, (list, tuple))
                   else [_as_atoms(structures)] * r_count)
@@ -336,12 +337,13 @@ def simulate_replicas(potential, structures, config: MDConfig | None = None, *, 
     record_one = _make_record_fn(system, config, box_of)
     targets = _ReplicaTargets(config, configs, dtype)
 
-    def record_with_econs(state, nbrs, kT):  # NPT is refused above, so the pressure is unused
-        return _with_conserved_energy(system, config, record_one(state, nbrs), state, nbrs, kT, None)
+    def record_with_econs(state, nbrs, kT, pressure):
+        return _with_conserved_energy(system, config, record_one(state, nbrs), state, nbrs, kT, pressure)
 
     def record_fn(state, nbrs, k):  # batched: records [R, ...]
-        kT = targets.kT_at(jnp.asarray(k).astype(state.position.dtype))
-        return jax.vmap(record_with_econs)(state, nbrs, kT)
+        step = jnp.asarray(k).astype(state.position.dtype)
+        return jax.vmap(record_with_econs, in_axes=(0, 0, 0, None))(state, nbrs, targets.kT_at(step),
+                                                                     targets.pressure_at(step))
 
     step_fn = jax.vmap(step_one, in_axes=(0, 0, 0, None))
     chunk_fn = _CompileCache(_make_chunk_fn(step_fn, record_fn, record_every, targets))
@@ -352,7 +354,7 @@ def simulate_replicas(potential, structures, config: MDConfig | None = None, *, 
     allocated = {}  # one allocation per distinct structure (one Atoms repeated: one allocation)
     for k, a in enumerate(atoms_list):
         if id(a) not in allocated:
-            allocated[id(a)] = system.allocate(positions[k])
+            allocated[id(a)] = system.allocate(positions[k], box=system.box if config.ensemble == "npt" else None)
     nbrs = _stack_neighbor_lists([allocated[id(a)] for a in atoms_list])
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])  # [R, 2]
     kT0 = jnp.asarray([c.kT_at(0) for c in configs], dtype)  # [R] eV
@@ -403,17 +405,7 @@ def simulate_replicas(potential, structures, config: MDConfig | None = None, *, 
             trajs[k].write(frame(step, rec))
 
     def problem(k, rec) -> str | None:
-        if not (np.isfinite(rec["epot"]) and np.isfinite(rec["ekin"])):
-            return "the energy became NaN/inf"
-        for name in ("position", "momentum", "force"):
-            if not np.all(np.isfinite(rec[name])):
-                return f"the {name}s became NaN/inf"
-        T = temperature(rec["ekin"])
-        if T > t_limits[k]:
-            return f"the temperature reached {T:.0f} K (limit {t_limits[k]:.0f} K)"
-        if "min_dist" in rec and rec["min_dist"] < config.min_distance:
-            return f"two atoms came within {float(rec['min_dist']):.3f} Å (min_distance {config.min_distance} Å)"
-        return None
+        return record_problem(system, config, rec, temperature(rec["ekin"]), t_limits[k])
 
     def flush():
         for fh in log_fhs:

@@ -1,5 +1,5 @@
 """Batched replicas (mlpjax.replicas): replica k of one vmapped run IS the single md.simulate run
-with its seed and temperature (float64, NVE and Langevin NVT, through a neighbour-list
+with its seed and temperature (float64, NVE, Langevin NVT and NPT, through a neighbour-list
 reallocation), several temperatures at once thermalise to their own targets, a replica that
 explodes is named, and the CLI's ``--replicas`` writes one log per replica.
 
@@ -68,6 +68,24 @@ def nve_overflow(pot):
     return res, ref
 
 
+@pytest.fixture(scope="module")
+def npt(pot):
+    """2 NPT replicas at 300 and 900 K (seeds 4, 5), and the single run of the 900 K one. The target
+    is the static pressure of the start (so the untrained "material" stays near its volume). The
+    barostat mass W = 3 (N + 1) kT τ_b² differs by 3× between them."""
+    from ase.units import GPa
+
+    with jax.enable_x64(True):
+        atoms = _cu()
+        atoms.calc = pot.calculator()
+        p0 = float(-np.trace(atoms.get_stress(voigt=False)) / 3.0 / GPa)
+        cfg = MDConfig(ensemble="npt", temperature_K=300.0, pressure_GPa=p0, timestep_fs=2.0, steps=100, chunk_steps=50,
+                       log_every=10, thermostat_tau_fs=50.0, barostat_tau_fs=200.0, dtype="float64", seed=4)
+        res = simulate_replicas(pot, _cu(), cfg, temperatures_K=[300.0, 900.0], progress=False)
+        ref = simulate(pot, _cu(), dataclasses.replace(cfg, temperature_K=900.0, seed=5), progress=False)
+    return res, ref
+
+
 def _assert_same_run(res, k, ref):
     np.testing.assert_allclose(res.positions[k], ref.positions, rtol=0, atol=SAME)
     np.testing.assert_allclose(res.velocities[k], ref.velocities, rtol=0, atol=SAME)
@@ -109,6 +127,21 @@ def test_nve_replica_equals_its_single_run_through_reallocation(nve_overflow):
         assert np.abs(th["E_tot_eV"] - th["E_tot_eV"][0]).max() / 108 < 1e-4
 
 
+def test_npt_replica_equals_its_single_run(npt):
+    """Own kT (and barostat mass), own box: the 900 K replica's positions, volumes, pressures and
+    conserved energy are its single run's; the two replicas' cells differ."""
+    res, ref = npt
+    _assert_same_run(res, 1, ref)
+    for col in ("V_A3", "E_cons_eV"):
+        np.testing.assert_allclose(res.thermo[1][col], ref.thermo[col], rtol=1e-10, atol=1e-10, err_msg=col)
+    np.testing.assert_allclose(res.atoms[1].cell.array, ref.atoms.cell.array, rtol=0, atol=SAME)
+    assert abs(res.thermo[0]["V_A3"][-1] - res.thermo[1]["V_A3"][-1]) > 1e-3  # each replica has its own box
+    assert res.atoms[0].cell.array[0, 0] != pytest.approx(res.atoms[1].cell.array[0, 0], abs=1e-6)
+    box_mass = np.asarray(res.final_state.box_mass)
+    assert box_mass[1] / box_mass[0] == pytest.approx(3.0, rel=1e-12)
+    assert np.isfinite(res.thermo[1]["E_cons_eV"]).all()
+
+
 def test_exploding_replica_is_named(pot, tmp_path):
     """Replica 2 is hot (3000 K, soft untrained potential): its atoms close in below min_distance,
     the cold ones do not. The error names replica 2 and a step > 0; its last good frame and every
@@ -133,8 +166,6 @@ def test_replica_arguments_are_checked(pot):
     cfg = MDConfig(ensemble="nvt", steps=10)
     with pytest.raises(ValueError, match="inconsistent replica counts"):
         simulate_replicas(pot, _cu(), cfg, temperatures_K=[300.0, 400.0], seeds=[1, 2, 3])
-    with pytest.raises(ValueError, match="nve, nvt, nvt_nh"):
-        simulate_replicas(pot, _cu(), dataclasses.replace(cfg, ensemble="npt"), n_replicas=2)
     other = _cu()
     other.set_cell(other.cell * 1.01, scale_atoms=True)
     with pytest.raises(ValueError, match="replica 1 has other cell"):
