@@ -106,7 +106,8 @@ class MDConfig:
 
     # "nve" (velocity Verlet) | "nvt" (BAOAB Langevin, jax_md.simulate.nvt_langevin) |
     # "nvt_nh" (Nosé–Hoover chain, jax_md.simulate.nvt_nose_hoover) |
-    # "npt" (isotropic Nosé–Hoover barostat + thermostat chains, jax_md.simulate.npt_nose_hoover)
+    # "npt" (isotropic MTK Nosé–Hoover barostat + thermostat chains: jax-md's npt_nose_hoover state and
+    #  chains, with the fractional-coordinate position update of md._npt_mtk_apply)
     ensemble: str = "nve"
     temperature_K: float = 300.0  # initial Maxwell–Boltzmann temperature; NVT/NPT target (start of a ramp)
     temperature_final_K: float | None = None  # NVT/NPT: target ramps linearly to this over the run
@@ -610,7 +611,8 @@ def _integrator(system: MDSystem, config: MDConfig):
     total momentum removed). NVE and Langevin NVT are assembled from jax-md's own primitives
     in exactly jax-md's order (velocity Verlet; BAOAB) with one change: the neighbour list is
     updated at the new positions *before* the force there is evaluated, and carried out of the
-    step. Nosé–Hoover NVT and NPT use jax-md's ``apply_fn`` unchanged, with a force/energy
+    step. Nosé–Hoover NVT uses jax-md's ``apply_fn`` unchanged and NPT jax-md's splitting with
+    a corrected position update (``_npt_mtk_apply``), each with a force/energy
     function that updates the neighbour list at the positions (and box) it is evaluated at;
     the carried list is then updated at the step's end point (the same positions, so the
     same list). Either way forces never use a list referenced more than skin/2 away. (jax-md's
