@@ -13,7 +13,7 @@ Boltzmann momenta, Langevin noise), its own target kT at every step, its own nei
 The replicas share the structure's cell, composition and masses (one ``ase.Atoms`` repeated,
 or a list of them with the same numbers, cell and pbc) and every other setting (timestep,
 friction, thermostat time scale, ...). In float64 a replica equals the single run to
-rounding (tests/test_replicas.py: to 1e-10 Å for NVE and Langevin NVT, through a
+rounding (tests/test_replicas.py: to 1e-10 Å for NVE, Langevin NVT and NPT, through a
 neighbour-list reallocation; measured: bit for bit).
 
 **Design.** The single-system pieces of :mod:`mlpjax.md` are reused as they are: the
@@ -47,8 +47,8 @@ replica and the step), its last good frame written to ``last_good_frame_replica{
 
 NPT replicas share the pressure target (and its ramp) and each carries its own box
 (``final_state.box_position`` [R]; the final ``atoms``, the frames and the logs carry each
-replica's cell and volume); the barostat mass
-follows the replica's kT as in its single run. Not supported: restart files.
+replica's cell and volume); the barostat mass follows the replica's kT as in its single run.
+Not supported: restart files.
 
 **Speed.** One compilation serves all replicas, and on an accelerator the batch fills the
 device. On one CPU core the force evaluation is compute-bound, so R replicas cost about R single
@@ -93,6 +93,7 @@ from mlpjax.md import (
 )
 
 __all__ = ["ReplicaResult", "ReplicaInstabilityError", "simulate_replicas", "replica_paths"]
+
 
 class ReplicaInstabilityError(MDInstabilityError):
     """One replica exploded; ``replica`` is its index (None when it cannot be told, e.g. a NaN
