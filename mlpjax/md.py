@@ -693,14 +693,19 @@ def _integrator(system: MDSystem, config: MDConfig):
         # jax-md's init sizes the barostat mass W = d (N + 1) kT τ_b² with the closure's kT (its
         # apply_fn resets W from the step's kT before every step): size it with this start's kT,
         # in apply_fn's expression, so a replica's W equals its own single run's at every record
-        n, dim = state.position.shape
-        return state.set(box_mass=jnp.array(dim * (n + 1) * kT * state.barostat.tau**2, state.position.dtype))
+        return _with_box_mass(state, kT)
 
     def step(state, nbrs, kT, pressure):
         state = apply_fn(state, neighbor=nbrs, kT=kT, pressure=pressure)
         return state, system.update_neighbors(nbrs, state.position, jsim.npt_box(state))
 
     return init, step, 3 * system.n_atoms, jsim.npt_box
+
+
+def _with_box_mass(state, kT):
+    """The NPT state with the barostat mass W = d (N + 1) kT τ_b² (eV·ASE-time²) of target kT (eV)."""
+    n, dim = state.position.shape
+    return state.set(box_mass=jnp.array(dim * (n + 1) * kT * state.barostat.tau**2, state.position.dtype))
 
 
 def _npt_mtk_apply(energy_fn, shift_fn, dt: float, barostat_kwargs: dict, thermostat_kwargs: dict):
@@ -766,10 +771,9 @@ def _npt_mtk_apply(energy_fn, shift_fn, dt: float, barostat_kwargs: dict, thermo
         return state.set(position=R, momentum=P, force=F, box_momentum=P_b)
 
     def apply(state, *, kT, pressure, **kwargs):
-        n, dim = state.position.shape
         bc = barostat.update_mass(state.barostat, kT)
         tc = thermostat.update_mass(state.thermostat, kT)
-        state = state.set(box_mass=jnp.array(dim * (n + 1) * kT * state.barostat.tau**2, state.position.dtype))
+        state = _with_box_mass(state, kT)
         P_b, bc = barostat.half_step(state.box_momentum, bc, kT)
         P, tc = thermostat.half_step(state.momentum, tc, kT)
         state = inner(state.set(momentum=P, box_momentum=P_b), pressure, **kwargs)
