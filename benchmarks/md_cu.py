@@ -353,6 +353,9 @@ def diffusion(pot, source, args) -> int:
                                        "per_seed": per_seed})
 
         per_seed = _run_melts(pot, args, save if args.runs_out else None)
+    for runs in per_seed.values():  # the rule of this call (--solid-threshold), also for pooled melts
+        for r in runs:
+            r["liquid"] = bool(r["solid_max"] < args.solid_threshold)
     results, rows = {}, []
     for side, runs in per_seed.items():
         results[side] = {"all": _combine(runs), "liquid": _combine([r for r in runs if r["liquid"]]), "runs": runs}
