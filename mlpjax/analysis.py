@@ -727,8 +727,9 @@ def analyze_trajectory(
     dt_ps: float | None = None,
     fit_range: tuple[float, float] = (0.1, 0.5),
     n_blocks: int = 5,
+    order_cutoff: float | None = None,
 ) -> dict:
-    """Numbers and curves of a trajectory: what ⊆ {"rdf", "msd", "vacf"}.
+    """Numbers and curves of a trajectory: what ⊆ {"rdf", "msd", "vacf", "order"}.
 
     frames: ASE Atoms (or mlpjax Configurations; those carry no velocities), evenly spaced
         in time for MSD/VACF, the same atoms in every frame.
@@ -737,6 +738,9 @@ def analyze_trajectory(
     r_max: Å; dt_ps: time between frames, ps (default: from the frames' info['time_ps']).
     fit_range, n_blocks: as in :func:`diffusion_coefficient` (fewer blocks are used when
         the trajectory is too short for 5 blocks of ≥ 8 frames; none below 16 frames).
+    order_cutoff: Å, neighbour cutoff of the bond order ("order": Steinhardt q4/q6 and ten
+        Wolde's solid-like atoms per frame, :func:`bond_order`); default: the first minimum of
+        the total g(r) of the frames.
 
     Returns {"numbers": a JSON-ready dict (NaN → None; a cutoff rule that does not apply
     is None with the reason under "notes"), "curves": {name: NumPy array}}.
@@ -745,9 +749,9 @@ def analyze_trajectory(
 
     frames = list(frames)
     what = tuple(what)
-    unknown = set(what) - {"rdf", "msd", "vacf"}
+    unknown = set(what) - {"rdf", "msd", "vacf", "order"}
     if unknown:
-        raise ValueError(f"unknown analyses {sorted(unknown)}: choose from rdf, msd, vacf")
+        raise ValueError(f"unknown analyses {sorted(unknown)}: choose from rdf, msd, vacf, order")
     if not frames:
         raise ValueError("the trajectory has no frames")
     numbers0 = np.asarray(frames[0].numbers)
@@ -833,12 +837,32 @@ def analyze_trajectory(
         }
         curves["vacf_t_ps"], curves["vacf_mass_weighted_normalised"] = np.arange(max_lag + 1) * dt_ps, c_mass
         curves["spectrum_THz"], curves["spectrum_intensity_ps"] = spec.frequency_THz, spec.intensity
+
+    if "order" in what:
+        source = "given"
+        if order_cutoff is None:
+            order_cutoff = out["rdf"]["first_minimum_A"] if "rdf" in out else cutoff_from_rdf(rdf(frames, r_max=r_max, n_bins=n_bins))
+            source = "first minimum of g(r)"
+            if order_cutoff is None:
+                raise ValueError("bond order: g(r) has no first minimum within r_max; give order_cutoff")
+        q6 = [bond_order(f, cutoff=order_cutoff, l=6) for f in frames]
+        q4 = [bond_order(f, cutoff=order_cutoff, l=4).q for f in frames]
+        solid = np.array([b.solid.mean() for b in q6])  # [n_frames]
+        out["order"] = {
+            "cutoff_A": float(order_cutoff), "cutoff_source": source,
+            "q4_mean": float(np.mean([q.mean() for q in q4])), "q6_mean": float(np.mean([b.q.mean() for b in q6])),
+            "mean_neighbours": float(np.mean([b.n_neighbours.mean() for b in q6])),
+            "solid_fraction_mean": float(solid.mean()), "solid_fraction_first": float(solid[0]),
+            "solid_fraction_last": float(solid[-1]), "solid_fraction_max": float(solid.max()),
+        }
+        curves["order_frame"] = np.arange(len(frames))
+        curves["solid_fraction"], curves["q6_mean_per_frame"] = solid, np.array([b.q.mean() for b in q6])
     return {"numbers": _nan_to_none(out), "curves": curves}
 
 
 def write_analysis(result: dict, output_dir) -> dict:
     """Write ``analysis.json`` (the numbers), ``analysis.npz`` (the curves) and PNG plots
-    (``rdf.png``, ``msd.png``, ``vacf.png``, those that apply) of :func:`analyze_trajectory`'s
+    (``rdf.png``, ``msd.png``, ``vacf.png``, ``order.png``, those that apply) of :func:`analyze_trajectory`'s
     result into output_dir. Returns {name: path}."""
     import io
     import json
@@ -905,6 +929,16 @@ def write_analysis(result: dict, output_dir) -> dict:
         a2.set_xlabel("frequency [THz]")
         a2.set_ylabel("intensity [ps]")
         save(fig, "vacf")
+    if "order" in nums:
+        fig = Figure(figsize=(5.5, 3.8), layout="constrained")
+        ax = fig.subplots()
+        ax.plot(curves["order_frame"], curves["solid_fraction"], "k-", lw=1.2, label="solid-like atoms (fraction)")
+        ax.plot(curves["order_frame"], curves["q6_mean_per_frame"], "b-", lw=1, label="⟨q6⟩")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("frame")
+        ax.set_title(f"bond order, cutoff {nums['order']['cutoff_A']:.2f} Å", fontsize=10)
+        ax.legend(fontsize=8)
+        save(fig, "order")
     paths["json"] = os.path.join(output_dir, "analysis.json")
     atomic_write_bytes(paths["json"], (json.dumps(nums, indent=2) + "\n").encode())
     buf = io.BytesIO()

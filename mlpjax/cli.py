@@ -292,7 +292,7 @@ def _cmd_analyze(args) -> int:
     frames = frames[args.skip :]
     if not frames:
         raise DataError(f"no frames to analyse ({args.skip} skipped)", source=path)
-    what = [w for w in ("rdf", "msd", "vacf") if getattr(args, w)]
+    what = [w for w in ("rdf", "msd", "vacf", "order") if getattr(args, w)]
     if not what:  # nothing asked: everything the trajectory allows
         what = ["rdf"] if all(np.all(a.pbc) for a in frames) else []
         if len(frames) >= 4:
@@ -301,12 +301,14 @@ def _cmd_analyze(args) -> int:
                 what.append("vacf")
         if not what:
             raise DataError("nothing to analyse: the frames are not periodic (no g(r)) and fewer than 4 (no MSD)", source=path)
-    if "rdf" in what:
-        bad = next((k for k, a in enumerate(frames) if not np.all(a.pbc)), None)
+    for flag in ("rdf", "order"):
+        bad = next((k for k, a in enumerate(frames) if not np.all(a.pbc)), None) if flag in what else None
         if bad is not None:
             raise DataError(
-                f"--rdf needs periodic frames, but pbc = {frames[bad].pbc.tolist()}: g(r) of a finite cluster has no "
-                "density to normalise by; drop --rdf or give a periodic trajectory",
+                f"--{flag} needs periodic frames, but pbc = {frames[bad].pbc.tolist()}: "
+                + ("g(r) of a finite cluster has no density to normalise by" if flag == "rdf" else
+                   "the bond order counts neighbours through periodic images")
+                + f"; drop --{flag} or give a periodic trajectory",
                 source=path,
                 frame=bad + args.skip,
             )
@@ -314,7 +316,8 @@ def _cmd_analyze(args) -> int:
     print(f"mlpjax analyze: {len(frames)} frames of {len(frames[0])} atoms from {path}; {', '.join(what)}", flush=True)
     try:
         result = analyze_trajectory(
-            frames, what=what, species=args.species, r_max=args.r_max, n_bins=args.n_bins, dt_ps=dt_ps, fit_range=tuple(args.fit_range), n_blocks=args.n_blocks
+            frames, what=what, species=args.species, r_max=args.r_max, n_bins=args.n_bins, dt_ps=dt_ps, fit_range=tuple(args.fit_range), n_blocks=args.n_blocks,
+            order_cutoff=args.order_cutoff,
         )
     except ValueError as err:
         if isinstance(err, DataError):
@@ -343,6 +346,13 @@ def _cmd_analyze(args) -> int:
         print(
             f"VACF: spectrum peak {fmt(v['spectrum_peak_THz'], '.2f')} THz ({fmt(v['spectrum_peak_cm1'], '.0f')} cm⁻¹); "
             f"Green–Kubo D = {v['D_green_kubo_A2_per_ps']:.4g} Å²/ps"
+        )
+    if "order" in nums:
+        o = nums["order"]
+        print(
+            f"bond order (cutoff {o['cutoff_A']:.2f} Å, {o['cutoff_source']}): <q4> {o['q4_mean']:.3f}, <q6> {o['q6_mean']:.3f}, "
+            f"{o['mean_neighbours']:.1f} neighbours; solid-like atoms {100 * o['solid_fraction_first']:.0f} % in the first frame, "
+            f"{100 * o['solid_fraction_last']:.0f} % in the last, {100 * o['solid_fraction_max']:.0f} % at most"
         )
     for k, p in sorted(write_analysis(result, args.output).items()):
         print(f"  {k}: {p}")
@@ -475,12 +485,15 @@ def build_parser() -> argparse.ArgumentParser:
         "analyze",
         help="g(r), MSD/diffusion and VACF/spectrum of a trajectory",
         description="Structure and dynamics of TRAJ: writes DIR/analysis.json (numbers), DIR/analysis.npz (curves) "
-        "and DIR/{rdf,msd,vacf}.png. Without --rdf/--msd/--vacf, everything the trajectory allows.",
+        "and DIR/{rdf,msd,vacf,order}.png. Without --rdf/--msd/--vacf/--order, g(r), MSD and VACF as far as the trajectory allows.",
     )
     a.add_argument("trajectory", help="any file ASE reads (all frames; extxyz from `mlpjax md` carries time_ps and velocities)")
     a.add_argument("--rdf", action="store_true", help="g(r), partial g(r), coordination number and cutoff estimates (periodic frames)")
     a.add_argument("--msd", action="store_true", help="MSD of the unwrapped trajectory and the diffusion coefficient with block errors")
     a.add_argument("--vacf", action="store_true", help="velocity autocorrelation, its spectrum and the Green–Kubo D (frames with velocities)")
+    a.add_argument("--order", action="store_true", help="Steinhardt q4/q6 and the fraction of solid-like atoms per frame "
+                   "(ten Wolde; tells a crystal, a liquid and a liquid that nucleates apart; periodic frames)")
+    a.add_argument("--order-cutoff", type=float, help="neighbour cutoff of --order, Å (default: the first minimum of g(r))")
     a.add_argument("--species", nargs="+", metavar="SYMBOL", help="partial g(r) for every pair of these and per-species MSD (default: all, if several)")
     a.add_argument("--r-max", type=float, default=6.0, help="g(r) range, Å (default 6)")
     a.add_argument("--n-bins", type=int, default=120, help="g(r) bins (default 120)")

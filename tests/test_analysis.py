@@ -536,6 +536,35 @@ def test_cli_analyze_clear_errors(tmp_path, capsys):
     assert main(["analyze", str(cluster), "--msd", "--output", str(tmp_path / "z")]) == 0
 
 
+def test_cli_analyze_order_tells_crystal_from_melt(hot_cu_frames, tmp_path, capsys):
+    """--order: the three rattled fcc frames are solid, a fourth frame of random positions in the
+    same cell is not; the cutoff comes from g(r)'s first minimum; a cluster is refused."""
+    import ase.io
+
+    from mlpjax.cli import main
+
+    gas = hot_cu_frames[0].copy()
+    gas.positions = np.random.default_rng(5).uniform(0.0, 1.0, gas.positions.shape) @ gas.cell.array
+    traj = tmp_path / "melt.extxyz"
+    ase.io.write(traj, list(hot_cu_frames) + [gas])
+    out = tmp_path / "ana"
+    assert main(["analyze", str(traj), "--order", "--output", str(out)]) == 0
+    o = json.loads((out / "analysis.json").read_text())["order"]
+    assert o["cutoff_source"] == "first minimum of g(r)" and 2.9 < o["cutoff_A"] < 3.4
+    assert o["solid_fraction_first"] == 1.0 and o["solid_fraction_last"] < 0.05 and o["solid_fraction_max"] == 1.0
+    assert 0.4 < o["q6_mean"] < 0.6
+    assert np.load(out / "analysis.npz")["solid_fraction"].shape == (4,)
+    assert (out / "order.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "solid-like atoms 100 % in the first frame" in capsys.readouterr().out
+    given = analyze_trajectory(list(hot_cu_frames), what=("order",), order_cutoff=3.1)["numbers"]["order"]
+    assert given["cutoff_A"] == 3.1 and given["cutoff_source"] == "given" and given["mean_neighbours"] == pytest.approx(12.0, abs=0.1)
+    cluster = tmp_path / "cluster.extxyz"
+    _write_tiny_md(cluster, periodic=False, n_frames=6)
+    assert main(["analyze", str(cluster), "--order", "--output", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert "cluster.extxyz" in err and "--order needs periodic frames" in err
+
+
 def test_cli_analyze_help(capsys):
     from mlpjax.cli import main
 
