@@ -394,8 +394,8 @@ def diffusion(pot, source, args) -> int:
         write_json(f"md_cu_diffusion_{args.temperature:g}K.json", {"environment": environment(), "potential": source,
                                                                     "args": vars(args), "results": results,
                                                                     "D_rel_error": rel, "verdict": verdict})
-        how = (f"`taskset -c 1 python benchmarks/md_cu.py diffusion --temperature {args.temperature:g} "
-               f"--liquid-atoms {args.liquid_atoms}" + (f" --model {args.model}" if args.model else "")
+        how = (f"`python benchmarks/md_cu.py diffusion --temperature {args.temperature:g} --liquid-atoms {args.liquid_atoms}"
+               + args.protocol_flags + (f" --model {args.model}" if args.model else "")
                + (" --pool " + " ".join(args.pool) if args.pool else "") + "`")
         body = (f"{how}: {args.liquid_atoms} Cu atoms at {args.volume_per_atom:g} Å³/atom (fixed volume), "
                 f"Langevin ({args.friction:g}/ps) melt at {args.melt_temperature:g} K for {args.melt_ps:g} ps, "
@@ -485,6 +485,10 @@ def main(argv=None) -> int:
     if args.temperature is None:
         args.temperature = 1000.0 if args.task == "diffusion" else 300.0
     args.liquid_atoms = args.liquid_atoms or 4 * args.liquid_repeat ** 3
+    # the protocol flags that differ from their defaults, for the command recorded in RESULTS.md
+    args.protocol_flags = "".join(f" --{k.replace('_', '-')} {getattr(args, k):g}" for k in PROTOCOL
+                                  if k not in ("temperature", "liquid_atoms", "volume_per_atom")
+                                  and getattr(args, k) != p.get_default(k))
     if args.pool:
         return diffusion(None, None, args)
     args.emt_steps = args.emt_steps or args.steps
