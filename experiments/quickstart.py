@@ -4,7 +4,7 @@
 
 1. Data: 300 Cu configurations (32 and 108 atoms) labelled by ASE's EMT: crystal
    Langevin MD at 300/500/700 K, rattled and strained cells, and a melted 108-atom cell at
-   1,500 and 1,000 K (mlpjax.datasets.emt_cu). The liquid frames are what make the fit's
+   1,750 and 1,000 K (mlpjax.datasets.emt_cu). The liquid frames are what make the fit's
    volume response right (bulk modulus and C12; see benchmarks/RESULTS.md).
 2. Train SchNet (experiments/configs/quickstart_cu.yaml) on an 80/10/10 split.
 3. Validate: test-set energy and force MAE against the targets
