@@ -275,16 +275,28 @@ def bond_order(
     sphere) span the same space as the complex Y_lm by a unitary change of basis, so every
     sum over m above (norms and dot products) is the same in either basis.
     """
-    import e3nn_jax as e3nn
+    if l < 0:
+        raise ValueError(f"need l >= 0, got l={l}")
+    return _bond_order_of_pairs(_bond_vectors(frame, cutoff), l, bond_threshold, min_solid_bonds)
+
+
+def _bond_vectors(frame, cutoff: float):
+    """(i, j, D [n_pairs, 3] Å, N): every neighbour pair within ``cutoff`` of a periodic frame."""
     import vesin
 
     pos, cell, pbc, _ = _frame_arrays(frame)
     if not pbc.all():
         raise ValueError(f"bond_order needs a fully periodic frame, got pbc={pbc.tolist()}")
-    if cutoff <= 0 or l < 0:
-        raise ValueError(f"need cutoff > 0 and l >= 0, got cutoff={cutoff}, l={l}")
-    n = len(pos)
+    if cutoff <= 0:
+        raise ValueError(f"need cutoff > 0, got cutoff={cutoff}")
     i, j, d = vesin.NeighborList(cutoff=cutoff, full_list=True).compute(pos, cell, True, "ijD")
+    return i, j, d, len(pos)
+
+
+def _bond_order_of_pairs(pairs, l: int, bond_threshold: float = 0.7, min_solid_bonds: int = 7) -> BondOrder:
+    import e3nn_jax as e3nn
+
+    i, j, d, n = pairs
     ylm = np.asarray(e3nn.spherical_harmonics(f"{l}e", d, normalize=True, normalization="integral").array,
                      dtype=np.float64)  # [n_pairs, 2l+1]
     counts = np.bincount(i, minlength=n)  # [N]
@@ -845,8 +857,9 @@ def analyze_trajectory(
             source = "first minimum of g(r)"
             if order_cutoff is None:
                 raise ValueError("bond order: g(r) has no first minimum within r_max; give order_cutoff")
-        q6 = [bond_order(f, cutoff=order_cutoff, l=6) for f in frames]
-        q4 = [bond_order(f, cutoff=order_cutoff, l=4).q for f in frames]
+        pairs = [_bond_vectors(f, order_cutoff) for f in frames]  # one neighbour list per frame for q6 and q4
+        q6 = [_bond_order_of_pairs(p, 6) for p in pairs]
+        q4 = [_bond_order_of_pairs(p, 4).q for p in pairs]
         solid = np.array([b.solid.mean() for b in q6])  # [n_frames]
         out["order"] = {
             "cutoff_A": float(order_cutoff), "cutoff_source": source,

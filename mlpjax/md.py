@@ -744,11 +744,9 @@ def _npt_mtk_apply(energy_fn, shift_fn, dt: float, barostat_kwargs: dict, thermo
     def box_force(vol, dudeps, P, M, pressure, alpha):  # G_ε (eV)
         return alpha * util.high_precision_sum(P**2 / M) - dudeps - pressure * vol * P.shape[-1]
 
-    def box_of(state):
-        dim = state.position.shape[1]
-        v0 = quantity.volume(dim, state.reference_box)
-        vol = v0 * jnp.exp(dim * state.box_position)
-        return vol, (vol / v0) ** (1 / dim) * state.reference_box
+    def box_of(state):  # (volume Å³, box) of the state's log-volume, jax-md's own helper
+        box = jsim.npt_box(state)
+        return quantity.volume(state.position.shape[1], box), box
 
     def kick(P, F, v_eps, alpha):  # exp(iL2 dt/2): momenta under the force and the box friction
         y = alpha * v_eps * dt_2
