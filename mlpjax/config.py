@@ -40,6 +40,7 @@ the energy has settled, or ``energy_weight`` when total energies matter most.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from typing import Any
 
@@ -104,123 +105,220 @@ class TrainConfig:
         return models.make_config(self.model, self.model_config)
 
 
+class ConfigError(ValueError):
+    """A bad configuration value or command-line option.
+
+    Raised for invalid :class:`TrainConfig` fields, YAML training configs (the message then
+    starts with ``FILE line N:``), unknown units (:func:`mlpjax.units.resolve_units`) and the
+    option checks of :mod:`mlpjax.cli`, which prints it as one line ``mlpjax CMD: error: ...``
+    with exit status 2. The message names the option and lists the valid choices where there
+    are some. A ValueError, so ``except ValueError`` callers keep working.
+
+    Attributes: ``option`` (the field, YAML key or flag at fault; dotted for nested YAML keys,
+    e.g. ``model_config.features``), ``source`` and ``line`` (the file and 1-based line it was
+    read from; None when it was not read from a file).
+    """
+
+    def __init__(self, message: str, *, option: str | None = None, source: str | None = None, line: int | None = None):
+        super().__init__(message)
+        self.option, self.source, self.line = option, source, line
+
+
+def _where(source: str | None, line: int | None) -> str:
+    return "" if source is None else f"{source} line {line}" if line is not None else f"{source}"
+
+
+def _fmt(value) -> str:
+    return format(value, "g") if isinstance(value, float) else repr(value)
+
+
+def _suggest(name: str, known) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _validate(cfg: TrainConfig) -> None:
     from mlpjax import models
+    from mlpjax.units import resolve_units
 
+    if cfg.model not in models.available():
+        raise ConfigError(f"unknown model {cfg.model!r}{_suggest(cfg.model, models.available())}; "
+                          f"choose from {', '.join(models.available())}", option="model")
     if not isinstance(cfg.model_config, dict):
-        raise ValueError(f"model_config must be a mapping of {cfg.model} options, got {type(cfg.model_config).__name__}")
-    models.make_config(cfg.model, cfg.model_config)  # unknown model / option → ValueError naming it
-    if cfg.optimizer not in _OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {cfg.optimizer!r}")
-    if cfg.schedule not in _SCHEDULES:
-        raise ValueError(f"schedule must be one of {_SCHEDULES}, got {cfg.schedule!r}")
-    if cfg.dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {_DTYPES}, got {cfg.dtype!r}")
-    checks = [
-        ("cutoff", cfg.cutoff > 0),
-        ("batch_size", int(cfg.batch_size) >= 1),
-        ("epochs", int(cfg.epochs) >= 0),
-        ("learning_rate", cfg.learning_rate > 0),
-        ("weight_decay", cfg.weight_decay >= 0),
-        ("warmup_epochs", cfg.warmup_epochs >= 0),
-        ("final_lr_fraction", 0 <= cfg.final_lr_fraction <= 1),
-        ("plateau_factor", 0 < cfg.plateau_factor <= 1),
-        ("plateau_patience", int(cfg.plateau_patience) >= 0),
-        ("ema_decay", 0 <= cfg.ema_decay < 1),
-        ("energy_weight", cfg.energy_weight >= 0),
-        ("forces_weight", cfg.forces_weight >= 0),
-        ("stress_weight", cfg.stress_weight >= 0),
-        ("eval_every", int(cfg.eval_every) >= 1),
-        ("checkpoint_every", int(cfg.checkpoint_every) >= 1),
-        ("valid_fraction", 0 <= cfg.valid_fraction < 1),
-        ("test_fraction", 0 <= cfg.test_fraction < 1),
-        ("valid_fraction + test_fraction", cfg.valid_fraction + cfg.test_fraction < 1),
+        raise ConfigError(f"model_config must be a mapping of {cfg.model} options, got {type(cfg.model_config).__name__}",
+                          option="model_config")
+    known = [f.name for f in dataclasses.fields(models.config_class(cfg.model))]
+    for key in cfg.model_config:
+        if key not in known:
+            raise ConfigError(f"unknown {cfg.model} option {key!r} in model_config{_suggest(key, known)}; "
+                              f"known: {', '.join(sorted(known))}", option=f"model_config.{key}")
+    try:
+        models.make_config(cfg.model, cfg.model_config)  # the model's own value checks
+    except (ValueError, TypeError) as err:  # a bad value of a known option (the config dataclass's check)
+        raise ConfigError(f"model_config: {err}", option="model_config") from err
+    for name, choices in (("optimizer", _OPTIMIZERS), ("schedule", _SCHEDULES), ("dtype", _DTYPES)):
+        value = getattr(cfg, name)
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}", option=name)
+    resolve_units(cfg.units)  # ConfigError listing the known units
+    for name, field in _FIELDS.items():  # numbers must be numbers before they are compared
+        value = getattr(cfg, name)
+        if value is None and name in _NULLABLE:
+            continue
+        if isinstance(field.default, (int, float)) and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            kind = "an integer" if isinstance(field.default, int) and name not in _FLOAT_FIELDS else "a number"
+            raise ConfigError(f"{name} must be {kind}{' or null' if name in _NULLABLE else ''}, got {_fmt(value)}",
+                              option=name)
+    checks = [  # (field, valid?, what a valid value is)
+        ("cutoff", cfg.cutoff > 0, "> 0 (Å)"),
+        ("batch_size", cfg.batch_size >= 1, ">= 1"),
+        ("epochs", cfg.epochs >= 0, ">= 0"),
+        ("learning_rate", cfg.learning_rate > 0, "> 0"),
+        ("weight_decay", cfg.weight_decay >= 0, ">= 0"),
+        ("warmup_epochs", cfg.warmup_epochs >= 0, ">= 0"),
+        ("final_lr_fraction", 0 <= cfg.final_lr_fraction <= 1, "in [0, 1]"),
+        ("plateau_factor", 0 < cfg.plateau_factor <= 1, "in (0, 1]"),
+        ("plateau_patience", cfg.plateau_patience >= 0, ">= 0"),
+        ("ema_decay", 0 <= cfg.ema_decay < 1, "in [0, 1)"),
+        ("energy_weight", cfg.energy_weight >= 0, ">= 0"),
+        ("forces_weight", cfg.forces_weight >= 0, ">= 0"),
+        ("stress_weight", cfg.stress_weight >= 0, ">= 0"),
+        ("eval_every", cfg.eval_every >= 1, ">= 1"),
+        ("checkpoint_every", cfg.checkpoint_every >= 1, ">= 1"),
+        ("valid_fraction", 0 <= cfg.valid_fraction < 1, "in [0, 1)"),
+        ("test_fraction", 0 <= cfg.test_fraction < 1, "in [0, 1)"),
+        ("max_time_minutes", cfg.max_time_minutes is None or cfg.max_time_minutes > 0, "> 0 or null"),
+        ("clip_grad_norm", cfg.clip_grad_norm is None or cfg.clip_grad_norm > 0, "> 0 or null"),
+        ("patience", cfg.patience is None or cfg.patience >= 1, ">= 1 or null"),
     ]
-    for name, ok in checks:
-        if not ok:
-            raise ValueError(f"invalid {name} in the training config: {_describe(cfg, name)}")
-    if cfg.max_time_minutes is not None and not cfg.max_time_minutes > 0:
-        raise ValueError(f"max_time_minutes must be > 0 or null, got {cfg.max_time_minutes}")
-    if cfg.clip_grad_norm is not None and not cfg.clip_grad_norm > 0:
-        raise ValueError(f"clip_grad_norm must be > 0 or null, got {cfg.clip_grad_norm}")
-    if cfg.patience is not None and not int(cfg.patience) >= 1:
-        raise ValueError(f"patience must be >= 1 or null, got {cfg.patience}")
+    for name, ok, valid in checks:
+        if not ok:  # NaN fails every comparison, so it lands here too
+            raise ConfigError(f"{name} must be {valid}, got {_fmt(getattr(cfg, name))}", option=name)
+    if not cfg.valid_fraction + cfg.test_fraction < 1:
+        raise ConfigError(f"valid_fraction + test_fraction must be < 1, got {_fmt(cfg.valid_fraction)} + "
+                          f"{_fmt(cfg.test_fraction)}", option="valid_fraction")
     if cfg.energy_weight == 0 and cfg.forces_weight == 0 and cfg.stress_weight == 0:
-        raise ValueError("all loss weights are zero; set energy_weight/forces_weight/stress_weight")
-
-
-def _describe(cfg, name):
-    if "+" in name:
-        return f"valid_fraction={cfg.valid_fraction} + test_fraction={cfg.test_fraction} must be < 1"
-    return f"{name}={getattr(cfg, name)!r}"
+        raise ConfigError("all loss weights are zero; set energy_weight, forces_weight or stress_weight > 0", option="energy_weight")
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_NULLABLE = ("max_time_minutes", "clip_grad_norm", "patience")  # None switches the feature off
+_FLOAT_FIELDS = ("max_time_minutes", "clip_grad_norm")  # float fields whose default is None or an int
 
 
 def _coerce(name: str, value: Any) -> Any:
     """YAML scalars to the field's type (ints written for floats, '1e-3' strings PyYAML leaves as str)."""
     if value is None:
-        return None
+        if name in _NULLABLE or name in ("model", "model_config"):  # model/model_config: None = the default
+            return None
+        raise ConfigError(f"{name} cannot be null; leave the key out for the default ({_fmt(_FIELDS[name].default)})",
+                          option=name)
     if name == "model_config":
+        if not isinstance(value, dict):
+            raise ConfigError(f"model_config must be a mapping of model options, got {_fmt(value)}", option=name)
         return dict(value)
     default = _FIELDS[name].default
     if isinstance(default, bool):
         return bool(value)
-    if isinstance(default, float) or name in ("max_time_minutes", "clip_grad_norm"):
+    if isinstance(default, float) or name in _FLOAT_FIELDS:
         if isinstance(value, str):
             try:
                 return float(value)
             except ValueError:
-                raise ValueError(f"{name} must be a number, got {value!r}") from None
+                raise ConfigError(f"{name} must be a number, got {value!r}", option=name) from None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        raise ConfigError(f"{name} must be a number, got {value!r}", option=name)
     if isinstance(default, int) or name == "patience":
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise ConfigError(f"{name} must be an integer, got {value!r}", option=name)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {_fmt(value)}", option=name)
     return value
 
 
-def config_from_dict(values: dict | None, *, source: str | None = None) -> TrainConfig:
-    """A :class:`TrainConfig` from a plain dict (e.g. parsed YAML); unknown keys raise ValueError."""
-    values = dict(values or {})
-    where = f" in {source}" if source else ""
-    unknown = sorted(set(values) - set(_FIELDS))
-    if unknown:
-        raise ValueError(
-            f"unknown training option(s) {unknown}{where}; known options: {sorted(_FIELDS)}"
-        )
+def _from_dict(values: dict, *, source: str | None, lines: dict) -> TrainConfig:
+    """:func:`config_from_dict` with the YAML line of each key (``lines``, dotted for nested keys)."""
+    for key in values:
+        if key not in _FIELDS:
+            where = f" in {_where(source, lines.get(key))}" if source else ""
+            raise ConfigError(f"unknown training option {key!r}{where}{_suggest(key, _FIELDS)}; "
+                              f"known options: {', '.join(sorted(_FIELDS))}", option=str(key), source=source, line=lines.get(key))
     try:
         kwargs = {k: _coerce(k, v) for k, v in values.items()}
         for k in ("model", "model_config"):
             if k in kwargs and kwargs[k] is None:
                 del kwargs[k]
         return TrainConfig(**kwargs)
-    except ValueError as err:
-        if source:
-            raise ValueError(f"{source}: {err}") from err
-        raise
+    except ConfigError as err:
+        if not source:
+            raise
+        line = lines.get(err.option)
+        if line is None and err.option and "." in err.option:
+            line = lines.get(err.option.split(".")[0])
+        raise ConfigError(f"{_where(source, line)}: {err}", option=err.option, source=source, line=line) from err
+
+
+def config_from_dict(values: dict | None, *, source: str | None = None) -> TrainConfig:
+    """A :class:`TrainConfig` from a plain dict (e.g. parsed YAML); unknown keys or bad values raise
+    :class:`ConfigError` naming the key (and ``source``)."""
+    return _from_dict(dict(values or {}), source=source, lines={})
+
+
+def _key_lines(node, prefix: str = "", out: dict | None = None, source: str = "") -> dict:
+    """1-based line of every mapping key of a composed YAML node, dotted for nested keys;
+    a key given twice is a ConfigError (PyYAML would silently keep the last)."""
+    import yaml
+
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = prefix + key_node.value
+            line = key_node.start_mark.line + 1
+            if key in out:
+                raise ConfigError(f"{source} line {line}: {key!r} is given twice (first on line {out[key]})",
+                                  option=key, source=source, line=line)
+            out[key] = line
+            _key_lines(value_node, key + ".", out, source)
+    return out
 
 
 def load_config(path: str | os.PathLike) -> TrainConfig:
-    """Read a YAML training config; unknown keys → ValueError naming the key and the file."""
+    """Read a YAML training config.
+
+    Unknown keys, duplicate keys and bad values raise :class:`ConfigError` naming the key,
+    the file and the key's line, e.g. ``train.yaml line 3: cutoff must be > 0 (Å), got -2``.
+    """
     import yaml
 
     path = os.fspath(path)
     with open(path) as f:
-        try:
-            values = yaml.safe_load(f)
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path} is not valid YAML: {err}") from err
+        text = f.read()
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        values = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path} line {mark.line + 1} column {mark.column + 1}" if mark is not None else path
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(problem).split())}", source=path,
+                          line=mark.line + 1 if mark is not None else None) from err
+    finally:
+        loader.dispose()
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ValueError(f"{path} must contain a mapping of training options, got {type(values).__name__}")
-    return config_from_dict(values, source=path)
+        raise ConfigError(f"{path} must contain a mapping of training options (key: value lines), got {type(values).__name__}",
+                          source=path)
+    return _from_dict(values, source=path, lines=_key_lines(node, source=path))
 
 
 def dump_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
@@ -236,13 +334,16 @@ def dump_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
 def override(cfg: TrainConfig, **flags) -> TrainConfig:
     """``cfg`` with command-line flags applied; a flag whose value is None was not given.
 
+    Bad values raise :class:`ConfigError` with ``option`` the field at fault.
+
     ``model_config`` given as a dict is merged into the existing one (so
     ``--features 128`` style overrides need not repeat the other options).
     """
     changes = {k: v for k, v in flags.items() if v is not None}
-    unknown = sorted(set(changes) - set(_FIELDS))
-    if unknown:
-        raise ValueError(f"unknown training option(s) {unknown}; known options: {sorted(_FIELDS)}")
+    for key in changes:
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown training option {key!r}{_suggest(key, _FIELDS)}; known options: "
+                              f"{', '.join(sorted(_FIELDS))}", option=key)
     changes = {k: _coerce(k, v) for k, v in changes.items()}
     if "model_config" in changes and "model" not in changes:
         changes["model_config"] = {**cfg.model_config, **changes["model_config"]}

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from mlpjax.config import ConfigError
+
 # CODATA 2018 recommended values.
 HARTREE_EV: float = 27.211386245988  # eV per Hartree
 BOHR_ANGSTROM: float = 0.529177210903  # Å per Bohr
@@ -47,9 +49,9 @@ class Units:
 
     def __post_init__(self):
         if self.energy not in ENERGY_UNITS:
-            raise ValueError(f"unknown energy unit {self.energy!r}; known: {sorted(ENERGY_UNITS)}")
+            raise ConfigError(f"unknown energy unit {self.energy!r}; known: {', '.join(ENERGY_UNITS)}", option="units")
         if self.length not in LENGTH_UNITS:
-            raise ValueError(f"unknown length unit {self.length!r}; known: {sorted(LENGTH_UNITS)}")
+            raise ConfigError(f"unknown length unit {self.length!r}; known: {', '.join(LENGTH_UNITS)}", option="units")
 
     @property
     def energy_to_ev(self) -> float:
@@ -97,11 +99,15 @@ def resolve_units(units: "str | Units") -> Units:
     """Turn a name such as ``"Hartree"`` or ``"kcal/mol/Angstrom"`` into :class:`Units`.
 
     ``"Hartree"`` means Hartree energies with Bohr positions (forces Hartree/Bohr);
-    use ``"Hartree/Angstrom"`` for Hartree energies with Ångström positions.
+    use ``"Hartree/Angstrom"`` for Hartree energies with Ångström positions. An unknown name
+    raises :class:`mlpjax.config.ConfigError` (a ValueError) listing the known names.
     """
     if isinstance(units, Units):
         return units
     try:
         return _NAMED[units]
-    except KeyError:
-        raise ValueError(f"unknown units {units!r}; use one of {sorted(_NAMED)} or mlpjax.units.Units(energy=..., length=...)") from None
+    except (KeyError, TypeError):  # TypeError: an unhashable value
+        from mlpjax.config import _suggest
+
+        raise ConfigError(f"unknown units {units!r}{_suggest(units, _NAMED)}; use one of {', '.join(_NAMED)} "
+                          "(or mlpjax.units.Units(energy=..., length=...) in Python)", option="units") from None
