@@ -44,7 +44,7 @@ DEFAULT_CONFIGS = {
     "schnet": {"features": 64, "interactions": 3, "num_rbf": 32, "filter_hidden": 64},
     "painn": {"features": 64, "interactions": 3},
     "dimenet": {},
-    "nequip": {"features": 16, "l_max": 2, "num_layers": 3},
+    "nequip": {"features": 16, "l_max": 2, "num_layers": 3, "full_parity": False},
     "mace": {"features": 32, "hidden_l_max": 1, "l_max": 2, "correlation": 3, "interactions": 2},
 }
 

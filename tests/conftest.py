@@ -68,7 +68,7 @@ TINY_CONFIGS: dict[str, dict] = {
              "radial_hidden": [8], "readout_hidden": 8},
     "dimenet": {"hidden": 8, "out_emb": 8, "int_emb": 4, "basis_emb": 4, "num_blocks": 1, "num_spherical": 3,
                 "num_radial": 4, "num_after_skip": 1, "num_output_layers": 1, "max_neighbors": 44},
-    "nequip": {"features": 8, "l_max": 1, "num_layers": 2, "num_bessel": 8, "radial_hidden": 16},
+    "nequip": {"features": 8, "l_max": 1, "num_layers": 2, "full_parity": False, "num_bessel": 8, "radial_hidden": 16},
     "painn": {"features": 16, "interactions": 2, "num_rbf": 8},
     "bpnn": {"hidden": [8], "n_radial": 4, "zetas": [1.0, 4.0], "n_angular_eta": 1, "max_neighbors": 48},
     "ani": {"hidden": [8], "n_radial_shifts": 4, "n_angular_shifts": 2, "n_sections": 2,

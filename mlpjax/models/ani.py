@@ -25,7 +25,18 @@ from mlpjax.models.atomic_nets import DescriptorNetwork, data_init  # noqa: F401
 
 @dataclasses.dataclass(frozen=True)
 class ANIConfig:
-    """ANI hyperparameters (the YAML ``model_config:`` block maps 1:1 onto these)."""
+    """ANI hyperparameters (the YAML ``model_config:`` block maps 1:1 onto these).
+
+    Defaults = TorchANI's ANI-1x model (``torchani.models.ANI1x``; Smith et al. 2018): AEV with
+    angular cutoff R_ca 3.5 Å, radial η 16 Å⁻², 16 radial shifts from 0.9 Å, angular η 8 Å⁻²,
+    ζ 32, 4 angular shifts from 0.9 Å and 8 angle sections; CELU (α = 0.1) networks. Its radial
+    cutoff R_cr 5.2 Å is the training config's ``cutoff`` (set ``cutoff: 5.2``; the ``default``
+    preset of :mod:`mlpjax.presets` does). Not representable: ANI-1x's per-element network
+    widths (H 160-128-96, C 144-112-96, N and O 128-112-96): one ``hidden`` tuple serves every
+    element, defaulting to the H network. ``max_neighbors`` and ``feature_std_floor`` are this
+    implementation's (ANI-1x does not standardise the AEV). The setting measured on rMD17
+    ethanol on one CPU core is the ``small`` preset (``experiments/configs/ani_rmd17cpu.yaml``).
+    """
 
     hidden: tuple[int, ...] = (160, 128, 96)  # widths of each element's network (ANI-1x's H network)
     activation: str = "celu"  # CELU α = 0.1 as ANI

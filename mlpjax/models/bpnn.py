@@ -19,7 +19,17 @@ from mlpjax.models.atomic_nets import DescriptorNetwork, data_init  # noqa: F401
 
 @dataclasses.dataclass(frozen=True)
 class BPNNConfig:
-    """BPNN hyperparameters (the YAML ``model_config:`` block maps 1:1 onto these)."""
+    """BPNN hyperparameters (the YAML ``model_config:`` block maps 1:1 onto these).
+
+    No reference defaults exist to follow: the reference codes, RuNNer and n2p2, have no
+    defaults for the network or the symmetry functions (``global_hidden_layers_short``,
+    ``global_nodes_short``, ``global_activation_short`` and every ``symfunction_short`` are
+    mandatory keywords of their ``input.nn``). These defaults are mlpjax's own: Behler's tanh
+    networks and cosine cutoff (``cutoff_type 1``), two hidden layers (as n2p2's minimal
+    example, wider here), and a symmetry-function grid built from the cutoff
+    (:func:`mlpjax.descriptors.acsf_grid`). The setting measured on rMD17 ethanol on one CPU
+    core is the ``small`` preset (:mod:`mlpjax.presets`, ``experiments/configs/bpnn_rmd17cpu.yaml``).
+    """
 
     hidden: tuple[int, ...] = (64, 64)  # widths of each element's network
     activation: str = "tanh"  # "tanh" (Behler) | "silu" | "softplus" | "celu"

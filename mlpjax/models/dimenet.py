@@ -86,7 +86,17 @@ REVERSE_EDGE_TOL = 1e-2  # Å: e2 is the reverse of e1 when |v1 + v2| is below t
 class DimeNetConfig:
     """DimeNet++ hyperparameters (the YAML ``model_config:`` block maps 1:1 onto these).
 
-    Defaults are the paper's (QM9/MD17 DimeNet++), plus ``max_neighbors``.
+    Defaults = the reference implementation's DimeNet++ configuration (gasteigerjo/dimenet
+    ``config_pp.yaml``, the paper's QM9/MD17 setting; PyTorch Geometric's ``DimeNetPlusPlus``
+    has the same defaults for the options it defaults): ``emb_size`` 128 (here ``hidden``),
+    ``out_emb_size`` 256, ``int_emb_size`` 64, ``basis_emb_size`` 8, ``num_blocks`` 4,
+    ``num_spherical`` 7, ``num_radial`` 6, ``envelope_exponent`` 5, ``num_before_skip`` 1,
+    ``num_after_skip`` 2, ``num_dense_output`` 3 (here ``num_output_layers``); its ``cutoff`` 5 Å
+    is the training config's default. ``max_neighbors`` and ``triplet_chunk`` are this
+    implementation's (static triplet capacity, see the module docstring); the reference's
+    ``output_init`` and Glorot-orthogonal initialisation are not options (deviation (b) above).
+    A CPU-sized setting is the ``small`` preset (:mod:`mlpjax.presets`,
+    ``experiments/configs/dimenet_rmd17cpu.yaml``).
     """
 
     hidden: int = 128  # edge message width

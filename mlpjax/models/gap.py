@@ -45,7 +45,21 @@ from mlpjax.models.common import EdgeModel
 
 @dataclasses.dataclass(frozen=True)
 class GAPConfig:
-    """GAP hyperparameters (the YAML ``model_config:`` block maps 1:1 onto these)."""
+    """GAP hyperparameters (the YAML ``model_config:`` block maps 1:1 onto these).
+
+    QUIP/GAP has no defaults for what sizes a GAP: in ``gap_fit`` the SOAP ``cutoff``, ``n_max``,
+    ``l_max`` and ``atom_sigma``, the kernel's ``covariance_type``, ``delta`` and the noise levels
+    ``default_sigma`` are mandatory (``PARAM_MANDATORY`` in GAP's ``descriptors.F90`` /
+    ``gap_fit_module.F90``), and ``n_sparse`` must be given. These defaults are the usual published
+    GAP choices: ``atom_sigma`` 0.5 Å and a ``dot_product`` kernel with ``zeta`` 4 on normalised SOAP
+    (``normalise`` T, QUIP's default) as in the annotated example of the gap_fit documentation,
+    ``cur_points`` selection, n_max 8 / l_max 4 (that example, a phosphorus GAP, uses 12 / 6 and
+    8,000 sparse points: hours of fitting on a CPU). QUIP's ``central_weight`` 1 is fixed here;
+    its cosine transition over the last ``cutoff_transition_width`` (0.5 Å default) is replaced by
+    ``envelope`` over the whole cutoff. ``fit_*`` are this implementation's memory knobs. The
+    setting measured on rMD17 ethanol (σ_atom 0.3 Å, 2,000 sparse points per element) is the
+    ``small`` preset (:mod:`mlpjax.presets`, ``experiments/configs/gap_rmd17cpu.yaml``).
+    """
 
     # SOAP (cutoff = the training config's cutoff)
     n_max: int = 8
