@@ -39,6 +39,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import itertools
 import json
 import math
 import os
@@ -75,6 +76,8 @@ LOG_COLUMNS = (
     "valid_force_rmse_meV_per_A",
     "valid_stress_mae_meV_per_A3",
     "best_valid_loss",
+    "steps",  # optimiser steps taken by the end of the epoch (cumulative)
+    "epoch_fraction",  # 1 for a whole epoch; < 1 for the epoch the time limit cut
 )
 
 
@@ -101,6 +104,9 @@ class TrainResult:
     stop_reason: str  # "epochs" | "early_stopping" | "max_time"
     start_epoch: int  # first epoch run in this call (1 for a fresh run)
     state: TrainState | None = None  # final training state
+    steps: int = 0  # optimiser steps taken in total (all calls, when resumed)
+    partial_epoch_fraction: float = 0.0  # > 0: the time limit stopped training this far into epoch epochs_completed + 1
+    step_time_s: float | None = None  # s, median wall time per training step measured in this call (None: too few steps)
 
 
 # --------------------------------------------------------------------- normalisation
@@ -397,8 +403,14 @@ def _clean_record(rec: dict) -> dict:
 
 
 def save_checkpoint(path, *, state: TrainState, best_params, epoch: int, best_loss: float, best_epoch: int, bad_epochs: int,
-                    history: list, config: TrainConfig, potential: Potential, split: dict, stop_reason: str = "") -> None:
-    """Atomically write a checkpoint (the previous one is kept as ``*.prev.ckpt``)."""
+                    history: list, config: TrainConfig, potential: Potential, split: dict, stop_reason: str = "",
+                    epoch_step: int = 0) -> None:
+    """Atomically write a checkpoint (the previous one is kept as ``*.prev.ckpt``).
+
+    ``epoch`` is the last completed epoch; ``epoch_step`` > 0 says that many steps of
+    epoch ``epoch + 1`` were also taken (a run cut by its time limit), so a resumed
+    run skips them and continues that epoch where it stopped.
+    """
     import flax.serialization
 
     path = os.fspath(path)
@@ -413,6 +425,7 @@ def save_checkpoint(path, *, state: TrainState, best_params, epoch: int, best_lo
         "bad_epochs": int(bad_epochs),
         "seed": int(config.seed),
         "stop_reason": stop_reason,
+        "epoch_step": int(epoch_step),
         "history": json.dumps([_clean_record(r) for r in history]),
         "config": json.dumps(config.to_dict()),
         "potential": json.dumps(header),
@@ -555,6 +568,151 @@ def finalize(config: TrainConfig, potential: Potential, *, output_dir: str, trai
     return final, valid_metrics, test_metrics, paths
 
 
+# --------------------------------------------------------------------- unit sanity
+def check_data_units(configs: Sequence[_data.Configuration], config: TrainConfig, *, strict: bool = False) -> list:
+    """Warn (or with ``strict`` raise :class:`mlpjax.data.DataError`) when the data's ranges do not look
+    like eV and eV/Å after reading them with ``config.units`` (:func:`mlpjax.unit_check.check_units`)."""
+    from mlpjax.unit_check import check_units
+
+    configs = list(configs)
+    problems = check_units(configs) if configs else []
+    if not problems:
+        return problems
+    sources = _sources(configs)
+    source = ", ".join(sources) if sources else None
+    text = "; ".join(p.message for p in problems)
+    hint = f"the data were read with units={config.units!r}; give the units the file is written in"
+    if strict:
+        raise _data.DataError(f"unit check failed: {text} ({hint})", source=source)
+    warnings.warn(f"{'file ' + source + ': ' if source else ''}{text} ({hint}; strict=True / --strict makes this an error)",
+                  stacklevel=3)
+    return problems
+
+
+# --------------------------------------------------------------------- wall clock
+class _StepClock:
+    """Wall-clock bookkeeping of the training loop: step times, the time budget, the epoch estimate.
+
+    Times are host seconds (``time.monotonic``). Steps are dispatched asynchronously;
+    the loop calls :meth:`tick` once the previous step's loss is ready, so successive
+    ticks are one step apart (host batch packing included, which is what a step costs).
+    The first tick of a call includes the compilation of the step.
+    """
+
+    _REPORT_AFTER = 5  # steady-state steps measured before the time per step is reported
+
+    def __init__(self, t_start: float, max_time_s: float | None, steps_per_epoch: int, n_eval_batches: int):
+        self.t_start = t_start
+        self.deadline = None if max_time_s is None else t_start + max_time_s  # monotonic s
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.n_eval_batches = int(n_eval_batches)
+        self.first_step_s: float | None = None  # s, the first step of this call (compilation + one step)
+        self.step_s: list[float] = []  # s, later steps
+        self.eval_s: float | None = None  # s, the last validation pass
+        self.reported = False
+        self._last: float | None = None
+
+    def mark(self, t: float) -> None:
+        """Start timing from ``t`` (the start of an epoch: evaluation time is not step time)."""
+        self._last = t
+
+    def tick(self) -> float:
+        now = time.monotonic()
+        if self._last is not None:
+            dt = now - self._last
+            if self.first_step_s is None:
+                self.first_step_s = dt
+            else:
+                self.step_s.append(dt)
+        self._last = now
+        return now
+
+    def eval_done(self, seconds: float) -> None:
+        self.eval_s = float(seconds)
+
+    def step_time(self) -> float | None:
+        """Median of the last 50 steady-state step times [s] (None before any)."""
+        return float(np.median(self.step_s[-50:])) if self.step_s else None
+
+    def eval_estimate(self) -> float:
+        """Expected time of one validation pass [s]: measured, or (before the first) compilation
+        plus one forward and force pass per batch, each taken as half a training step."""
+        if self.eval_s is not None:
+            return self.eval_s
+        step = self.step_time() or 0.0
+        return 0.5 * (self.first_step_s or 0.0) + 0.5 * step * self.n_eval_batches
+
+    def epoch_estimate(self) -> float | None:
+        """Expected wall time of one epoch with its validation pass [s]."""
+        step = self.step_time()
+        return None if step is None else step * self.steps_per_epoch + self.eval_estimate()
+
+    _FINAL_S = 2.0  # s, writing the model and the parity plot after the last evaluation
+
+    def over_budget(self) -> bool:
+        """True when one more step and what follows a stop would pass the limit: the validation pass,
+        the final metrics (one more pass, taken as long as the validation pass) and writing the files."""
+        if self.deadline is None:
+            return False
+        reserve = 2.0 * self.eval_estimate() + self._FINAL_S
+        return time.monotonic() + (self.step_time() or 0.0) + reserve > self.deadline
+
+    def ready_to_report(self, end_of_epoch: bool = False) -> bool:
+        return len(self.step_s) >= self._REPORT_AFTER or bool(end_of_epoch and self.step_s)
+
+
+def _report_step_time(clock: _StepClock, config: TrainConfig, epoch: int, say: Callable[[str], None]) -> None:
+    """After the first steps: the measured time per step, the expected epoch time, and a warning
+    when one epoch will not fit the remaining time budget."""
+    clock.reported = True
+    step, per_epoch = clock.step_time(), clock.epoch_estimate()
+    n_epochs = int(config.epochs) - epoch + 1
+    say(f"time per step {_duration(step)} (first step with compilation {_duration(clock.first_step_s)}); "
+        f"one epoch of {clock.steps_per_epoch} steps + validation ≈ {_duration(per_epoch)}, "
+        f"{n_epochs} epoch(s) ≈ {_duration(per_epoch * n_epochs)}")
+    if clock.deadline is not None:
+        left = clock.deadline - time.monotonic()
+        if per_epoch > left:
+            warnings.warn(
+                f"one epoch (≈ {_duration(per_epoch)}) will not fit the remaining time budget ({_duration(max(left, 0.0))} of "
+                f"max_time_minutes={config.max_time_minutes:g}): training stops inside epoch {epoch} with the parameters "
+                "reached by then; for a full run use a smaller model (e.g. --preset small), a larger max_time_minutes "
+                "or fewer training structures", stacklevel=3)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    if seconds < 1.0:
+        return f"{1e3 * seconds:.0f} ms"
+    if seconds < 120.0:
+        return f"{seconds:.1f} s"
+    if seconds < 7200.0:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _show_step(bar, clock: _StepClock, schedule, host_step: int, lr_peak: float, losses: list, history: list,
+               force: bool = False) -> None:
+    """Progress bar: one tick per step; loss, last validation MAEs and the current learning rate
+    (three significant digits in e-notation, so warm-up values such as 3.00e-06 are readable)."""
+    if bar is None:
+        return
+    if not force:
+        bar.update(1)
+    now = time.monotonic()
+    if not force and now - getattr(bar, "_mlpjax_postfix_t", 0.0) < 0.5:
+        return
+    bar._mlpjax_postfix_t = now
+    last_eval = next((r for r in reversed(history) if math.isfinite(r.get("valid_loss", math.nan))), None)
+    shown = {"loss": f"{float(losses[-1]):.3g}" if losses else "n/a"}
+    if last_eval is not None:  # validation MAEs once there has been a validation pass
+        shown["E"] = f"{last_eval.get('valid_energy_mae_meV_per_atom', math.nan):.3g}meV/at"
+        shown["F"] = f"{last_eval.get('valid_force_mae_meV_per_A', math.nan):.3g}meV/Å"
+    shown["lr"] = f"{float(schedule(host_step)) * lr_peak:.2e}"
+    bar.set_postfix(shown, refresh=False)
+
+
 # --------------------------------------------------------------------- train
 def train(
     config: TrainConfig,
@@ -566,6 +724,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     callbacks: Sequence[Callable[[dict], None]] | None = None,
+    strict: bool = False,
 ) -> TrainResult:
     """Train a potential; see the module docstring.
 
@@ -583,7 +742,19 @@ def train(
         "state"}`` once after restoring a checkpoint and ``{"event": "epoch", "epoch",
         "record", "state", "potential"}`` after every epoch (after its checkpoint);
         an exception from a callback aborts training (the checkpoint is kept).
+      strict: the unit sanity check (:mod:`mlpjax.unit_check`: energy against force
+        consistency, force magnitudes, per-atom energy spread) raises
+        :class:`mlpjax.data.DataError` instead of warning.
+
+    ``config.max_time_minutes`` is checked after every step: when one more step plus the
+    validation pass would pass it, training stops inside the epoch, evaluates, writes a
+    checkpoint (from which ``resume`` continues that epoch where it stopped) and the model.
+    After the first steps the measured time per step and the expected epoch time are
+    printed (``progress``), with a warning when one epoch will not fit the budget.
     """
+    check_data_units(train_configs, config, strict=strict)
+    if valid_configs:
+        check_data_units(valid_configs, config, strict=strict)
     if _models.fit_fn(config.model) is not None:  # closed-form fit (GAP): no epochs, no optimiser
         return _models.fit_fn(config.model)(config, train_configs, valid_configs, output_dir=output_dir,
                                             test_configs=test_configs, progress=progress)
@@ -644,6 +815,7 @@ def train(
         start_epoch, best_loss, best_epoch, bad_epochs, history = 1, math.inf, 0, 0, []
         best_params = state.ema_params
         stop_reason = ""
+        skip_steps = 0
     else:
         template = init_state(potential.replace(params=_cast(_init_params(potential, 0), dtype)), fns.optimizer, plateau)
         state = flax.serialization.from_state_dict(template, ck["state"])
@@ -655,6 +827,9 @@ def train(
         best_loss, best_epoch, bad_epochs = float(ck["best_loss"]), int(ck["best_epoch"]), int(ck["bad_epochs"])
         history = [{k: (math.nan if v is None else v) for k, v in r.items()} for r in json.loads(ck["history"])]
         stop_reason = str(ck.get("stop_reason", ""))
+        skip_steps = int(ck.get("epoch_step", 0))  # steps of epoch start_epoch already taken (a cut epoch)
+        if history and history[-1].get("epoch_fraction", 1.0) < 1.0:
+            history.pop()  # the cut epoch's record: replaced when the epoch completes
         for cb in callbacks:
             cb({"event": "resume", "epoch": start_epoch - 1, "state": state})
 
@@ -663,53 +838,88 @@ def train(
     eval_batches = list(batches(eval_graphs, budget, shuffle=False, dtype=dtype))
     prev_time = history[-1]["time_s"] if history else 0.0
 
-    def save(epoch, reason=""):
+    def save(epoch, reason="", epoch_step=0):
         save_checkpoint(ckpt_path, state=state, best_params=best_params, epoch=epoch, best_loss=best_loss,
                         best_epoch=best_epoch, bad_epochs=bad_epochs, history=history, config=config,
-                        potential=potential, split=split_info, stop_reason=reason)
+                        potential=potential, split=split_info, stop_reason=reason, epoch_step=epoch_step)
 
     bar = None
+    total_steps = int(config.epochs) * steps_per_epoch
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=int(config.epochs), initial=min(start_epoch - 1, int(config.epochs)), desc="training", unit="epoch", dynamic_ncols=True)
+        bar = tqdm(total=total_steps, initial=min((start_epoch - 1) * steps_per_epoch + skip_steps, total_steps),
+                   desc=f"epoch {start_epoch}/{int(config.epochs)}", unit="step", dynamic_ncols=True)
+    say = (bar.write if bar is not None else print) if progress else (lambda _msg: None)
     epoch = start_epoch - 1
-    last_epoch_time = 0.0
     max_time = None if config.max_time_minutes is None else 60.0 * float(config.max_time_minutes)
+    clock = _StepClock(t_start, max_time, steps_per_epoch, len(eval_batches))
+    host_step = int(state.step)  # optimiser steps taken (host copy: no device sync per step)
+    partial_fraction = 0.0  # fraction of an unfinished epoch done when the time limit stopped it
     try:
         if stop_reason == "early_stopping" or (config.patience is not None and bad_epochs >= config.patience):
             stop_reason = "early_stopping"
         else:
             stop_reason = "epochs"
             for epoch in range(start_epoch, int(config.epochs) + 1):
-                if max_time is not None and (time.monotonic() - t_start) + last_epoch_time > max_time:
+                if clock.over_budget():
                     stop_reason = "max_time"
                     epoch -= 1
                     break
+                if bar is not None:
+                    bar.set_description(f"epoch {epoch}/{int(config.epochs)}", refresh=False)
                 t0 = time.monotonic()
-                losses = []
+                clock.mark(t0)
                 plateau_factor = float(state.plateau_state.scale) if config.schedule == "plateau" else 1.0
-                lr = float(fns.schedule(int(state.step))) * float(config.learning_rate) * plateau_factor
-                for batch in batches(train_graphs, budget, shuffle=True, seed=int(config.seed) * 100003 + epoch, dtype=dtype):
+                lr_peak = float(config.learning_rate) * plateau_factor
+                lr = float(fns.schedule(host_step)) * lr_peak
+                skip = skip_steps if epoch == start_epoch else 0
+                it = batches(train_graphs, budget, shuffle=True, seed=int(config.seed) * 100003 + epoch, dtype=dtype)
+                if skip:
+                    it = itertools.islice(it, skip, None)
+                losses, pending, done, stopped = [], None, skip, False
+                for batch in it:
+                    if pending is not None:  # the previous step has finished: time it, check the budget
+                        jax.block_until_ready(pending)
+                        clock.tick()
+                        _show_step(bar, clock, fns.schedule, host_step, lr_peak, losses, history)
+                        if not clock.reported and clock.ready_to_report():
+                            _report_step_time(clock, config, epoch, say)
+                    if clock.over_budget():
+                        stopped = True
+                        break
                     state, aux = fns.train_step(state, batch)
-                    losses.append(aux["loss"])
+                    pending = aux["loss"]
+                    losses.append(pending)
+                    done += 1
+                    host_step += 1
+                if pending is not None and not stopped:
+                    jax.block_until_ready(pending)
+                    clock.tick()
+                    _show_step(bar, clock, fns.schedule, host_step, lr_peak, losses, history)
+                    if not clock.reported and clock.ready_to_report(end_of_epoch=True):
+                        _report_step_time(clock, config, epoch, say)
                 train_loss = float(np.mean(jax.device_get(losses))) if losses else math.nan
-                if not math.isfinite(train_loss):
+                if losses and not math.isfinite(train_loss):
                     save(epoch - 1)
                     raise FloatingPointError(
                         f"training loss became {train_loss} in epoch {epoch}; lower learning_rate or check the data "
                         f"(the last good checkpoint is {ckpt_path})"
                     )
-                record = {"epoch": epoch, "lr": lr, "train_loss": train_loss}
-                evaluated = epoch % int(config.eval_every) == 0 or epoch == int(config.epochs)
+                fraction = 1.0 if not stopped else min(done / max(steps_per_epoch, 1), 0.999)
+                record = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "steps": host_step, "epoch_fraction": fraction}
+                # an epoch cut by the time limit is still evaluated: its parameters are the ones written
+                evaluated = stopped or epoch % int(config.eval_every) == 0 or epoch == int(config.epochs)
                 if evaluated:
+                    t_eval = time.monotonic()
                     ev = _evaluate(fns.eval_step, state.ema_params, eval_batches, sigma, weights)
+                    clock.eval_done(time.monotonic() - t_eval)
                     record.update({"valid_loss": ev["loss"], **{f"valid_{k}": v for k, v in ev.items() if k != "loss"}})
                     if ev["loss"] < best_loss:
                         best_loss, best_epoch = ev["loss"], epoch
                         best_params = state.ema_params
                     bad_epochs = epoch - best_epoch  # epochs since the best validation loss
-                    if config.schedule == "plateau":
+                    if config.schedule == "plateau" and not stopped:  # a cut epoch does not step the plateau
                         _, ps = plateau.update(jnp.zeros(()), state.plateau_state, value=jnp.asarray(ev["loss"], jnp.float32))
                         state = state._replace(plateau_state=ps, lr_scale=jnp.asarray(config.learning_rate * float(ps.scale), jnp.float32))
                 else:
@@ -719,30 +929,37 @@ def train(
                 record["time_s"] = prev_time + (time.monotonic() - t_start)
                 record["best_valid_loss"] = best_loss
                 history.append(record)
+                if stopped:
+                    stop_reason, partial_fraction = "max_time", fraction
+                    save(epoch - 1, "max_time", epoch_step=done)  # resume continues inside this epoch
+                    _write_logs(output_dir, history)
+                    for cb in callbacks:
+                        cb({"event": "partial_epoch", "epoch": epoch, "record": record, "state": state, "potential": potential})
+                    break
                 early = config.patience is not None and bad_epochs >= int(config.patience)
                 last = epoch == int(config.epochs) or early
                 if epoch % int(config.checkpoint_every) == 0 or last:
                     save(epoch, "early_stopping" if early else "")
                 _write_logs(output_dir, history)
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(
-                        loss=f"{train_loss:.3g}",
-                        E=f"{record.get('valid_energy_mae_meV_per_atom', math.nan):.3g}meV/at",
-                        F=f"{record.get('valid_force_mae_meV_per_A', math.nan):.3g}meV/Å",
-                        lr=f"{lr:.2g}",
-                    )
+                    _show_step(bar, clock, fns.schedule, host_step, lr_peak, losses, history, force=True)
                 for cb in callbacks:
                     cb({"event": "epoch", "epoch": epoch, "record": record, "state": state, "potential": potential})
                 if early:
                     stop_reason = "early_stopping"
                     break
-            if stop_reason == "max_time" and epoch >= start_epoch and epoch % int(config.checkpoint_every) != 0:
+            if stop_reason == "max_time" and partial_fraction == 0.0 and epoch >= start_epoch and epoch % int(config.checkpoint_every) != 0:
                 save(epoch)
     finally:
         if bar is not None:
             bar.close()
-    epochs_completed = int(history[-1]["epoch"]) if history else 0
+    if stop_reason == "max_time":
+        elapsed = time.monotonic() - t_start
+        where = (f"{100 * partial_fraction:.0f} % into epoch {epoch}" if partial_fraction
+                 else f"after epoch {epoch}")
+        say(f"time limit of {config.max_time_minutes:g} min reached {where} ({host_step} steps, {elapsed / 60:.1f} min "
+            f"so far); evaluated the last parameters, writing the best model (epoch {best_epoch if best_epoch else 'none'})")
+    epochs_completed = max((int(r["epoch"]) for r in history if r.get("epoch_fraction", 1.0) >= 1.0), default=0)
     if epochs_completed == 0:
         best_params = state.ema_params
     if history:
@@ -768,6 +985,9 @@ def train(
         stop_reason=stop_reason,
         start_epoch=start_epoch,
         state=state,
+        steps=host_step,
+        partial_epoch_fraction=partial_fraction,
+        step_time_s=clock.step_time(),
     )
 
 
