@@ -5,15 +5,25 @@ mlpjax.validate.metrics, mlpjax.validate.validate_report, mlpjax.md.simulate,
 mlpjax.replicas.simulate_replicas,
 mlpjax.analysis, mlpjax.datasets), so
 scripts and the CLI do the same thing. ``mlpjax SUBCOMMAND --help`` documents each.
+
+Errors. Every option that takes a value has a checked ``type=`` (:class:`_Number` ranges,
+input files that must exist, output paths that must be writable, names such as units or
+report sections), so a bad option fails at parse time, before anything is loaded or compiled,
+with one line ``mlpjax CMD: error: argument --steps: must be an integer >= 1, got '-5' (see
+mlpjax CMD --help)`` and exit status 2. Checks that involve several options or the model run at
+the start of each command and raise :class:`mlpjax.config.ConfigError`; :func:`main` prints those,
+and data / model-file / file-system errors, as one line too (see :func:`main` for the list).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
+import warnings
 
 
 def _enable_x64_if(flag: bool) -> None:
@@ -23,27 +33,270 @@ def _enable_x64_if(flag: bool) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
+def _one_line(text) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+# ------------------------------------------------------------------ checked option types
+# argparse calls these on the option's text; ArgumentTypeError becomes "argument --opt: MESSAGE".
+class _Number:
+    """An int or finite float, optionally bounded: ``_Number(int, lo=1)`` = an integer >= 1;
+    ``lo_open``/``hi_open`` make a bound strict (``_Number(float, lo=0, lo_open=True)`` = a number > 0)."""
+
+    def __init__(self, kind=float, *, lo=None, hi=None, lo_open=False, hi_open=False):
+        self.kind, self.lo, self.hi, self.lo_open, self.hi_open = kind, lo, hi, lo_open, hi_open
+        self.__name__ = "integer" if kind is int else "number"
+
+    def describe(self) -> str:
+        what = "an integer" if self.kind is int else "a number"
+        if self.lo is not None and self.hi is not None:
+            return f"{what} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{what} {'>' if self.lo_open else '>='} {self.lo:g}"
+        if self.hi is not None:
+            return f"{what} {'<' if self.hi_open else '<='} {self.hi:g}"
+        return what
+
+    def __call__(self, text: str):
+        try:
+            value = self.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text!r}") from None
+        bad = (not math.isfinite(value)
+               or (self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo))
+               or (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi)))
+        if bad:
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text!r}")
+        return value
+
+
+_POS_INT, _NONNEG_INT, _INT = _Number(int, lo=1), _Number(int, lo=0), _Number(int)
+_POS_FLOAT, _NONNEG_FLOAT, _FLOAT = _Number(float, lo=0, lo_open=True), _Number(float, lo=0), _Number(float)
+_HOLDOUT = _Number(float, lo=0, hi=1, hi_open=True)  # a fraction of the data held out
+
+
+class _NumberList:
+    """Comma-separated numbers, each checked by ``item`` (a :class:`_Number`)."""
+
+    __name__ = "list"
+
+    def __init__(self, item: _Number):
+        self.item = item
+
+    def __call__(self, text: str) -> list:
+        parts = [p.strip() for p in text.split(",")]
+        if not all(parts):
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 300,600,900, got {text!r}")
+        try:
+            return [self.item(p) for p in parts]
+        except argparse.ArgumentTypeError as err:
+            raise argparse.ArgumentTypeError(f"every value {str(err)[len('must be '):]} (in {text!r})") from None
+
+
+class _Text:
+    """A non-empty string (a key name)."""
+
+    __name__ = "text"
+
+    def __call__(self, text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError("must not be empty")
+        return text
+
+
+class _InputFile:
+    """An existing, readable file."""
+
+    __name__ = "file"
+
+    def __call__(self, text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError("must be a file name, got ''")
+        if not os.path.exists(text):
+            raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+        if os.path.isdir(text):
+            raise argparse.ArgumentTypeError(f"{text!r} is a directory, expected a file")
+        if not os.access(text, os.R_OK):
+            raise argparse.ArgumentTypeError(f"cannot read {text!r} (permission denied)")
+        return text
+
+
+def _nearest_existing(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+class _OutputFile:
+    """A file that can be written: not a directory, in an existing writable directory (it is not created)."""
+
+    __name__ = "file"
+
+    def __call__(self, text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError("must be a file name, got ''")
+        if os.path.isdir(text):
+            raise argparse.ArgumentTypeError(f"{text!r} is a directory; give a file name")
+        if os.path.exists(text):
+            if not os.access(text, os.W_OK):
+                raise argparse.ArgumentTypeError(f"cannot write {text!r} (permission denied)")
+            return text
+        parent = os.path.dirname(os.path.abspath(text))
+        if not os.path.isdir(parent):
+            above = _nearest_existing(parent)
+            if not os.path.isdir(above):
+                raise argparse.ArgumentTypeError(f"cannot write {text!r}: {above!r} is a file, not a directory")
+            raise argparse.ArgumentTypeError(f"cannot write {text!r}: directory {parent!r} does not exist (create it first)")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(f"cannot write in {parent!r} (permission denied)")
+        return text
+
+
+class _OutputDir:
+    """A directory that exists and is writable or can be created (missing parents are created too)."""
+
+    __name__ = "directory"
+
+    def __call__(self, text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError("must be a directory name, got ''")
+        above = _nearest_existing(text)
+        if not os.path.isdir(above):
+            what = "it" if os.path.abspath(text) == above else repr(above)
+            raise argparse.ArgumentTypeError(f"cannot use {text!r} as the output directory: {what} is a file")
+        if not os.access(above, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(f"cannot write in {above!r} (permission denied)")
+        return text
+
+
+class _Units:
+    """A unit-system name of :func:`mlpjax.units.resolve_units` (the error lists them)."""
+
+    __name__ = "units"
+
+    def __call__(self, text: str) -> str:
+        from mlpjax.units import resolve_units
+
+        try:
+            resolve_units(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return text
+
+
+class _Sections:
+    """A comma-separated subset of :data:`mlpjax.validate.SECTIONS`."""
+
+    __name__ = "sections"
+
+    def __call__(self, text: str) -> set:
+        from mlpjax.validate import SECTIONS
+
+        skip = {p.strip() for p in text.split(",") if p.strip()}
+        unknown = sorted(skip - set(SECTIONS))
+        if unknown or not skip:
+            raise argparse.ArgumentTypeError(f"unknown section(s) {', '.join(unknown) or repr(text)}; sections are {', '.join(SECTIONS)}")
+        return skip
+
+
+class _Reference:
+    """``emt`` (ASE's EMT) or an existing labelled data file."""
+
+    __name__ = "reference"
+
+    def __call__(self, text: str) -> str:
+        if text.lower() == "emt":
+            return "emt"
+        if os.path.isfile(text):
+            return text
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'emt' (ASE's EMT calculator) nor an existing data file")
+
+
+class _Structure:
+    """A structure file or ``LATTICE-Symbol[:a]`` (:func:`mlpjax.validate.bulk_structure`)."""
+
+    __name__ = "structure"
+
+    def __call__(self, text: str) -> str:
+        if os.path.isfile(text):
+            return text
+        from mlpjax.validate import bulk_structure
+
+        try:
+            bulk_structure(text)
+        except (ValueError, KeyError) as err:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a file, and {err}") from None
+        return text
+
+
+class _Element:
+    """A chemical symbol such as Cu."""
+
+    __name__ = "element"
+
+    def __call__(self, text: str) -> str:
+        from ase.data import atomic_numbers
+
+        if text not in atomic_numbers or text == "X":
+            raise argparse.ArgumentTypeError(f"{text!r} is not a chemical symbol (e.g. Cu, Au, O)")
+        return text
+
+
+class _UsageError(SystemExit):
+    """argparse's exit on a bad option (a SystemExit, code 2); :func:`main` returns the code instead."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``mlpjax md: error: argument --steps: ... (see mlpjax md --help)``,
+    exit status 2 (argparse's default prints the usage block first). Unrecognised arguments are
+    reported by the sub-command they were given to, with the closest option as a hint."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+        raise _UsageError(2)
+
+    def parse_args(self, args=None, namespace=None):
+        import difflib
+
+        args, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = getattr(self, "commands", {}).get(getattr(args, "command", None), self)
+            options = [o for a in sub._actions for o in a.option_strings]
+            hints = [f"{x} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(x.split("=")[0], options, n=1)) else x
+                     for x in extras]
+            sub.error(f"unrecognized arguments: {' '.join(hints)}")
+        return args
+
+
+def _config_error(message: str, option: str | None = None):
+    from mlpjax.config import ConfigError
+
+    return ConfigError(message, option=option)
+
+
 # ----------------------------------------------------------------------------- train
+_TRAIN_FLAGS = {  # TrainConfig field → the train flag that sets it
+    "model": "--model", "epochs": "--epochs", "max_time_minutes": "--max-time", "seed": "--seed",
+    "valid_fraction": "--valid-fraction", "test_fraction": "--test-fraction", "cutoff": "--cutoff",
+    "batch_size": "--batch-size", "learning_rate": "--lr", "units": "--units", "dtype": "--dtype",
+}
+
+
 def _cmd_train(args) -> int:
     from mlpjax import data
-    from mlpjax.config import TrainConfig, dump_config, load_config, override
+    from mlpjax.config import ConfigError, TrainConfig, load_config, override
     from mlpjax.train import train
 
     cfg = load_config(args.config) if args.config else TrainConfig()
-    cfg = override(
-        cfg,
-        model=args.model,
-        epochs=args.epochs,
-        max_time_minutes=args.max_time,
-        seed=args.seed,
-        valid_fraction=args.valid_fraction,
-        test_fraction=args.test_fraction,
-        cutoff=args.cutoff,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        units=args.units,
-        dtype=args.dtype,
-    )
+    flags = {field: getattr(args, flag[2:].replace("-", "_")) for field, flag in _TRAIN_FLAGS.items()}
+    flags["max_time_minutes"], flags["learning_rate"] = args.max_time, args.lr
+    try:
+        cfg = override(cfg, **flags)
+    except ConfigError as err:  # a combination: --valid-fraction + --test-fraction, --model with the YAML's model_config
+        given = [_TRAIN_FLAGS[k] for k, v in flags.items() if v is not None]
+        source = ", ".join(given) + (f" with {args.config}" if args.config else "")
+        raise ConfigError(f"{source}: {err}", option=_TRAIN_FLAGS.get(err.option, err.option)) from err
     _enable_x64_if(cfg.dtype == "float64")
     read = lambda p: data.read(p, units=cfg.units, energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key)  # noqa: E731
     train_set = read(args.train)
@@ -56,7 +309,9 @@ def _cmd_train(args) -> int:
         flush=True,
     )
     os.makedirs(args.output, exist_ok=True)
-    result = train(cfg, train_set, valid_set, output_dir=args.output, test_configs=test_set, resume=args.resume, progress=not args.quiet)
+    strict = {"strict": True} if args.strict else {}  # unit-sanity warnings → DataError (train's strict=, default False)
+    result = train(cfg, train_set, valid_set, output_dir=args.output, test_configs=test_set, resume=args.resume,
+                   progress=not args.quiet, **strict)
     print(f"stopped after epoch {result.epochs_completed} ({result.stop_reason}); best epoch {result.best_epoch}")
     for name, m in (("validation", result.valid_metrics), ("test", result.test_metrics)):
         if m:
@@ -99,26 +354,25 @@ def _cmd_validate(args) -> int:
     import dataclasses
 
     from mlpjax import data, load
-    from mlpjax.validate import SECTIONS, DriftConfig, ReportConfig, validate_report
+    from mlpjax.validate import ReportConfig, default_structure, structure_for, validate_report
 
     _enable_x64_if(not args.float32)
     pot = load(args.model)
     cfg = ReportConfig.quick() if args.quick else ReportConfig()
     if args.skip:
-        skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-        unknown = sorted(skip - set(SECTIONS))
-        if unknown:
-            raise SystemExit(f"mlpjax validate: --skip {','.join(unknown)}: sections are {', '.join(SECTIONS)}")
-        cfg = dataclasses.replace(cfg, sections=tuple(s for s in cfg.sections if s not in skip))
+        cfg = dataclasses.replace(cfg, sections=tuple(s for s in cfg.sections if s not in args.skip))
     cfg = dataclasses.replace(cfg, drift=dataclasses.replace(cfg.drift, dtype="float32" if args.float32 else "float64", seed=args.seed))
     reference = args.reference
-    if reference.lower() != "emt" and not os.path.exists(reference):
-        raise FileNotFoundError(f"--reference {reference}: not 'emt' and no such data file")
+    if args.structure is None:
+        structure, why = default_structure(pot)  # ConfigError naming the elements when there is none
+        print(f"mlpjax validate: no --structure given; using {why}", flush=True)
+    else:
+        structure = structure_for(pot, args.structure)  # ConfigError for elements the model does not know
     training = None
     if args.train:
         training = data.read(args.train, units=args.units or pot.metadata.get("units", "eV"))
     print(f"mlpjax validate: {args.model} against {reference} ({'quick' if args.quick else 'full'}; sections {', '.join(cfg.sections)})", flush=True)
-    report = validate_report(pot, reference, args.output, structure=args.structure, config=cfg, training_configs=training,
+    report = validate_report(pot, reference, args.output, structure=structure, config=cfg, training_configs=training,
                              model_name=os.path.abspath(args.model), units=args.units, progress=not args.quiet)
     for c in report["checks"]:
         if c["rel_error"] is None:
@@ -151,13 +405,18 @@ def _cmd_md(args) -> int:
     from mlpjax.data import read_structure
     from mlpjax.md import MDConfig, simulate, supercell
 
+    _check_md_options(args)
     _enable_x64_if(args.float64)
     pot = load(args.model)
     structure = read_structure(args.structure, index=args.index).to_atoms()
+    unknown = sorted(set(structure.numbers.tolist()) - {int(z) for z in pot.species})
+    if unknown:
+        from ase.data import chemical_symbols
+
+        raise _config_error(f"structure {args.structure} contains {', '.join(chemical_symbols[z] for z in unknown)}, but "
+                            f"the model knows only {', '.join(chemical_symbols[z] for z in pot.species)}", "structure")
     if args.supercell:
         structure = supercell(structure, tuple(args.supercell))
-    if args.ensemble != "nve" and args.temperature is None and args.replica_temperatures is None:
-        raise SystemExit(f"mlpjax md: --ensemble {args.ensemble} needs --temperature K")
     cfg = MDConfig(
         ensemble=args.ensemble,
         temperature_K=args.temperature if args.temperature is not None else 300.0,
@@ -214,28 +473,37 @@ def _cmd_md(args) -> int:
     return 0
 
 
+def _check_md_options(args) -> None:
+    """The md checks that involve several options (each option's own range is checked by its type)."""
+    if args.ensemble != "nve" and args.temperature is None and args.replica_temperatures is None:
+        raise _config_error(f"--ensemble {args.ensemble} needs --temperature K", "--temperature")
+    if args.ensemble != "npt":
+        for flag, value in (("--pressure-final", args.pressure_final), ("--barostat-tau", args.barostat_tau)):
+            if value is not None:
+                raise _config_error(f"{flag} applies to --ensemble npt only (got --ensemble {args.ensemble})", flag)
+    if args.restart_every is not None and not args.restart_out:
+        raise _config_error("--restart-every needs --restart-out FILE", "--restart-every")
+    if args.replicas is None and args.replica_temperatures is None:
+        return
+    if args.restart or args.restart_out:
+        raise _config_error("--restart/--restart-out do not work with --replicas", "--replicas")
+    temps = args.replica_temperatures
+    n = args.replicas if args.replicas is not None else len(temps)
+    if temps is not None and len(temps) != n:
+        raise _config_error(f"--replica-temperatures gives {len(temps)} temperatures for --replicas {n}", "--replica-temperatures")
+    if temps is not None and args.temperature_final is not None and args.temperature is None:
+        raise _config_error("--temperature-final with --replica-temperatures needs --temperature "
+                            "(each replica's ramp is scaled by its temperature / --temperature)", "--temperature")
+
+
 def _md_replicas(args, pot, structure, cfg) -> int:
     """``mlpjax md --replicas N``: N independent replicas in one vmapped run (mlpjax.replicas)."""
     import numpy as np
 
     from mlpjax.replicas import replica_paths, simulate_replicas
 
-    if args.restart or args.restart_out:
-        raise SystemExit("mlpjax md: --restart/--restart-out do not work with --replicas")
-    temps = None
-    if args.replica_temperatures is not None:
-        try:
-            temps = [float(t) for t in args.replica_temperatures.split(",")]
-        except ValueError:
-            raise SystemExit(f"mlpjax md: --replica-temperatures takes comma-separated K, got {args.replica_temperatures!r}")
+    temps = args.replica_temperatures  # a list of K (_NumberList), checked against --replicas by _check_md_options
     n = args.replicas if args.replicas is not None else len(temps)
-    if n < 1:
-        raise SystemExit(f"mlpjax md: --replicas must be >= 1, got {n}")
-    if temps is not None and len(temps) != n:
-        raise SystemExit(f"mlpjax md: --replica-temperatures gives {len(temps)} temperatures for --replicas {n}")
-    if temps is not None and args.temperature_final is not None and args.temperature is None:
-        raise SystemExit("mlpjax md: --temperature-final with --replica-temperatures needs --temperature "
-                         "(each replica's ramp is scaled by its temperature / --temperature)")
     temps = temps or [cfg.temperature_K] * n
     seeds = [cfg.seed + k for k in range(n)]
     logs = replica_paths(args.log, n) if args.log else None
@@ -282,6 +550,10 @@ def _cmd_analyze(args) -> int:
     from mlpjax.analysis import analyze_trajectory, write_analysis
     from mlpjax.data import DataError
 
+    if not args.fit_range[0] < args.fit_range[1]:
+        raise _config_error(f"--fit-range START END needs START < END, got {args.fit_range[0]:g} {args.fit_range[1]:g}", "--fit-range")
+    if args.order_cutoff is not None and not args.order:
+        raise _config_error("--order-cutoff applies to --order only; add --order", "--order-cutoff")
     path = args.trajectory
     try:
         frames = ase.io.read(path, index=":")
@@ -364,8 +636,8 @@ def _cmd_data(args) -> int:
     from mlpjax.data import write_extxyz
     from mlpjax.datasets import EMT_CU_LIQUID_TEMPERATURES, emt_cu
 
-    if args.kind != "emt-cu":
-        raise SystemExit(f"unknown data set {args.kind!r}")
+    if args.md_frames + args.rattled + args.strained + args.liquid_frames == 0:
+        raise _config_error("--md-frames, --rattled, --strained and --liquid-frames are all 0: nothing to write", "--md-frames")
     configs = emt_cu(seed=args.seed, md_frames_per_run=args.md_frames, n_rattled=args.rattled, n_strained=args.strained,
                      liquid_frames_per_run=args.liquid_frames, liquid_temperatures_K=EMT_CU_LIQUID_TEMPERATURES if args.liquid_frames else ())
     write_extxyz(args.output, configs)
@@ -375,49 +647,55 @@ def _cmd_data(args) -> int:
 
 # ------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
+    """The ``mlpjax`` parser. Every option that takes a value has a checked ``type=`` or ``choices=``
+    (tests/test_cli_errors.py sweeps them all with bad values), so option errors stop at parse time."""
     from mlpjax import __version__
 
-    p = argparse.ArgumentParser(prog="mlpjax", description="Machine-learning interatomic potentials in JAX.")
+    p = _Parser(prog="mlpjax", description="Machine-learning interatomic potentials in JAX.")
     p.add_argument("--version", action="version", version=f"mlpjax {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="train | evaluate | validate | md | analyze | data (mlpjax COMMAND --help)")
+    infile, outfile, outdir, key = _InputFile(), _OutputFile(), _OutputDir(), _Text()
 
     def label_keys(sp):
-        sp.add_argument("--energy-key", default="energy", help="info key of the energy (default: energy)")
-        sp.add_argument("--forces-key", default="forces", help="per-atom array key of the forces (default: forces)")
-        sp.add_argument("--stress-key", default="stress", help="info key of the stress (default: stress)")
+        sp.add_argument("--energy-key", type=key, default="energy", help="info key of the energy (default: energy)")
+        sp.add_argument("--forces-key", type=key, default="forces", help="per-atom array key of the forces (default: forces)")
+        sp.add_argument("--stress-key", type=key, default="stress", help="info key of the stress (default: stress)")
 
     t = sub.add_parser("train", help="train a potential", description="Train a potential and write DIR/model.mlpjax, DIR/log.csv, DIR/parity.png.")
     from mlpjax import models
 
     t.add_argument("--model", default=None, choices=models.available(), help="architecture (default from --config, else schnet)")
-    t.add_argument("--train", required=True, help="training data (extxyz, ASE db/traj, MD17 npz)")
+    t.add_argument("--train", type=infile, required=True, help="training data (extxyz, ASE db/traj, MD17 npz)")
     g = t.add_mutually_exclusive_group()
-    g.add_argument("--valid", help="validation data file")
-    g.add_argument("--valid-fraction", type=float, default=None, help="hold out this fraction of --train for validation")
-    t.add_argument("--test", help="test data file (metrics and parity plot at the end)")
-    t.add_argument("--test-fraction", type=float, default=None, help="hold out this fraction of --train as a test set")
-    t.add_argument("--output", required=True, help="output directory")
-    t.add_argument("--config", help="YAML file mapping 1:1 onto mlpjax.config.TrainConfig; flags override it")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--max-time", type=float, help="wall-clock limit in minutes")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--cutoff", type=float, help="Å")
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float, help="peak learning rate")
-    t.add_argument("--units", help="units of the data files: eV, Hartree (Hartree/Bohr), kcal/mol, kJ/mol, ...")
+    g.add_argument("--valid", type=infile, help="validation data file")
+    g.add_argument("--valid-fraction", type=_HOLDOUT, default=None, help="hold out this fraction of --train for validation, in [0, 1)")
+    t.add_argument("--test", type=infile, help="test data file (metrics and parity plot at the end)")
+    t.add_argument("--test-fraction", type=_HOLDOUT, default=None, help="hold out this fraction of --train as a test set, in [0, 1)")
+    t.add_argument("--output", type=outdir, required=True, help="output directory (created if missing)")
+    t.add_argument("--config", type=infile, help="YAML file mapping 1:1 onto mlpjax.config.TrainConfig; flags override it")
+    t.add_argument("--epochs", type=_NONNEG_INT, help="maximum number of epochs (>= 0)")
+    t.add_argument("--max-time", type=_POS_FLOAT, help="wall-clock limit in minutes (> 0)")
+    t.add_argument("--seed", type=_NONNEG_INT)
+    t.add_argument("--cutoff", type=_POS_FLOAT, help="Å (> 0)")
+    t.add_argument("--batch-size", type=_POS_INT, help="structures per batch (>= 1)")
+    t.add_argument("--lr", type=_POS_FLOAT, help="peak learning rate (> 0)")
+    t.add_argument("--units", type=_Units(), help="units of the data files: eV, Hartree (Hartree/Bohr), kcal/mol, kJ/mol, ...")
     t.add_argument("--dtype", choices=["float32", "float64"])
     t.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.ckpt")
+    t.add_argument("--strict", action="store_true", help="treat unit-sanity warnings (energies/forces whose ranges look "
+                   "like meV, Hartree or kcal/mol written as eV) as errors")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     label_keys(t)
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("evaluate", help="error metrics of a model on a data set", description="Energy/force MAE, RMSE and R² of MODEL on DATA.")
-    e.add_argument("model")
-    e.add_argument("data")
-    e.add_argument("--json", help="write the metrics to this JSON file")
-    e.add_argument("--parity", help="write a parity plot PNG")
-    e.add_argument("--units", help="units of DATA (default: those the model was trained with)")
-    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("model", type=infile, help="model file (model.mlpjax)")
+    e.add_argument("data", type=infile, help="labelled data file")
+    e.add_argument("--json", type=outfile, help="write the metrics to this JSON file")
+    e.add_argument("--parity", type=outfile, help="write a parity plot PNG")
+    e.add_argument("--units", type=_Units(), help="units of DATA (default: those the model was trained with)")
+    e.add_argument("--batch-size", type=_POS_INT, default=16, help="structures per batch (default 16)")
     e.add_argument("--float64", action="store_true")
     label_keys(e)
     e.set_defaults(func=_cmd_evaluate)
@@ -430,16 +708,18 @@ def build_parser() -> argparse.ArgumentParser:
         "vs temperature / volume strain / energy); with a labelled data file: parity and errors on it, plus the "
         "model's own EOS, elastic constants, phonons, NVE drift and VDOS.",
     )
-    v.add_argument("model")
-    v.add_argument("--reference", required=True, help="'emt' (ASE's EMT) or a labelled data file (extxyz, ASE db/traj, npz)")
-    v.add_argument("--structure", help="'fcc-Cu' (LATTICE-Symbol[:a], cubic cell) or a structure file; default: the element's reference state")
-    v.add_argument("--output", default="validation", help="output directory (default: validation)")
+    v.add_argument("model", type=infile, help="model file (model.mlpjax)")
+    v.add_argument("--reference", type=_Reference(), required=True, help="'emt' (ASE's EMT) or a labelled data file (extxyz, ASE db/traj, npz)")
+    v.add_argument("--structure", type=_Structure(), help="'fcc-Cu' (LATTICE-Symbol[:a], cubic cell) or a structure file; default: "
+                   "one element: its reference state; two: an L1₂/L1₀/B2 prototype matching the training composition; "
+                   "else the first training structure (mlpjax.validate.default_structure)")
+    v.add_argument("--output", type=outdir, default="validation", help="output directory (default: validation)")
     v.add_argument("--quick", action="store_true", help="short MD runs and few samples (about a minute)")
-    v.add_argument("--train", help="training data: marks the training range on the extrapolation plots")
-    v.add_argument("--skip", help="comma-separated sections to leave out: parity,eos,elastic,phonons,drift,vdos,extrapolation")
+    v.add_argument("--train", type=infile, help="training data: marks the training range on the extrapolation plots")
+    v.add_argument("--skip", type=_Sections(), help="comma-separated sections to leave out: parity,eos,elastic,phonons,drift,vdos,extrapolation")
     v.add_argument("--float32", action="store_true", help="run in float32 (default float64, which the drift levels assume)")
-    v.add_argument("--units", help="units of the data files (default: those the model was trained with)")
-    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--units", type=_Units(), help="units of the data files (default: those the model was trained with)")
+    v.add_argument("--seed", type=_NONNEG_INT, default=0)
     v.add_argument("--strict", action="store_true", help="exit with status 1 if a check misses or a section fails")
     v.add_argument("--quiet", action="store_true")
     v.set_defaults(func=_cmd_validate)
@@ -449,33 +729,33 @@ def build_parser() -> argparse.ArgumentParser:
                        "STRUCTURE with MODEL in jax-md. Periodic cells narrower than 2 (cutoff + skin) run exactly "
                        "through their periodic images. --replicas N runs N independent replicas (seeds, temperatures) in one vmapped "
                        "simulation.")
-    m.add_argument("model")
-    m.add_argument("structure", help="any file ASE reads (the last frame is used unless --index)")
-    m.add_argument("--index", type=int, default=-1)
+    m.add_argument("model", type=infile, help="model file (model.mlpjax)")
+    m.add_argument("structure", type=infile, help="any file ASE reads (the last frame is used unless --index)")
+    m.add_argument("--index", type=_INT, default=-1, help="frame of STRUCTURE (default -1, the last)")
     m.add_argument("--ensemble", choices=["nve", "nvt", "nvt_nh", "npt"], default="nve",
                    help="nvt = Langevin (BAOAB), nvt_nh = Nosé–Hoover chain, npt = Nosé–Hoover thermostat + barostat")
-    m.add_argument("--temperature", type=float, help="K (initial velocities; NVT/NPT target)")
-    m.add_argument("--temperature-final", type=float, help="K: ramp the target linearly to this over the run")
-    m.add_argument("--pressure", type=float, default=0.0, help="GPa, NPT target")
-    m.add_argument("--pressure-final", type=float, help="GPa: ramp the NPT target linearly to this over the run")
-    m.add_argument("--thermostat-tau", type=float, help="fs, Nosé–Hoover thermostat time scale (default 100 steps)")
-    m.add_argument("--barostat-tau", type=float, help="fs, Nosé–Hoover barostat time scale (default 1000 steps)")
-    m.add_argument("--restart", help="continue from this restart file (--steps is the total; appends to --output/--log)")
-    m.add_argument("--restart-out", help="write a restart file here at the end (and every --restart-every steps)")
-    m.add_argument("--restart-every", type=int, help="steps between restart files")
-    m.add_argument("--timestep", type=float, default=1.0, help="fs")
-    m.add_argument("--steps", type=int, required=True)
-    m.add_argument("--supercell", type=int, nargs=3, metavar=("NA", "NB", "NC"))
-    m.add_argument("--output", help="trajectory: *.traj = ASE trajectory, otherwise extxyz")
-    m.add_argument("--log", help="thermo CSV")
-    m.add_argument("--traj-every", type=int, default=100)
-    m.add_argument("--log-every", type=int, default=10)
-    m.add_argument("--friction", type=float, default=5.0, help="Langevin friction, 1/ps")
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--replicas", type=int, metavar="N",
+    m.add_argument("--temperature", type=_NONNEG_FLOAT, help="K (initial velocities; NVT/NPT target)")
+    m.add_argument("--temperature-final", type=_NONNEG_FLOAT, help="K: ramp the target linearly to this over the run")
+    m.add_argument("--pressure", type=_FLOAT, default=0.0, help="GPa, NPT target")
+    m.add_argument("--pressure-final", type=_FLOAT, help="GPa: ramp the NPT target linearly to this over the run")
+    m.add_argument("--thermostat-tau", type=_POS_FLOAT, help="fs, Nosé–Hoover thermostat time scale (default 100 steps)")
+    m.add_argument("--barostat-tau", type=_POS_FLOAT, help="fs, Nosé–Hoover barostat time scale (default 1000 steps)")
+    m.add_argument("--restart", type=infile, help="continue from this restart file (--steps is the total; appends to --output/--log)")
+    m.add_argument("--restart-out", type=outfile, help="write a restart file here at the end (and every --restart-every steps)")
+    m.add_argument("--restart-every", type=_POS_INT, help="steps between restart files")
+    m.add_argument("--timestep", type=_POS_FLOAT, default=1.0, help="fs (> 0)")
+    m.add_argument("--steps", type=_POS_INT, required=True, help="number of steps (>= 1)")
+    m.add_argument("--supercell", type=_POS_INT, nargs=3, metavar=("NA", "NB", "NC"))
+    m.add_argument("--output", type=outfile, help="trajectory: *.traj = ASE trajectory, otherwise extxyz")
+    m.add_argument("--log", type=outfile, help="thermo CSV")
+    m.add_argument("--traj-every", type=_POS_INT, default=100)
+    m.add_argument("--log-every", type=_POS_INT, default=10)
+    m.add_argument("--friction", type=_POS_FLOAT, default=5.0, help="Langevin friction, 1/ps (> 0)")
+    m.add_argument("--seed", type=_NONNEG_INT, default=0)
+    m.add_argument("--replicas", type=_POS_INT, metavar="N",
                    help="run N independent replicas at once (jax.vmap; seeds SEED+k); --log/--output get _replica{k} "
                    "before the suffix (nve, nvt, nvt_nh)")
-    m.add_argument("--replica-temperatures", metavar="T1,T2,...",
+    m.add_argument("--replica-temperatures", type=_NumberList(_NONNEG_FLOAT), metavar="T1,T2,...",
                    help="K, one per replica (comma list, as many as --replicas): several temperatures in one run")
     m.add_argument("--float64", action="store_true")
     m.add_argument("--quiet", action="store_true")
@@ -487,53 +767,100 @@ def build_parser() -> argparse.ArgumentParser:
         description="Structure and dynamics of TRAJ: writes DIR/analysis.json (numbers), DIR/analysis.npz (curves) "
         "and DIR/{rdf,msd,vacf,order}.png. Without --rdf/--msd/--vacf/--order, g(r), MSD and VACF as far as the trajectory allows.",
     )
-    a.add_argument("trajectory", help="any file ASE reads (all frames; extxyz from `mlpjax md` carries time_ps and velocities)")
+    a.add_argument("trajectory", type=infile, help="any file ASE reads (all frames; extxyz from `mlpjax md` carries time_ps and velocities)")
     a.add_argument("--rdf", action="store_true", help="g(r), partial g(r), coordination number and cutoff estimates (periodic frames)")
     a.add_argument("--msd", action="store_true", help="MSD of the unwrapped trajectory and the diffusion coefficient with block errors")
     a.add_argument("--vacf", action="store_true", help="velocity autocorrelation, its spectrum and the Green–Kubo D (frames with velocities)")
     a.add_argument("--order", action="store_true", help="Steinhardt q4/q6 and the fraction of solid-like atoms per frame "
                    "(ten Wolde; tells a crystal, a liquid and a liquid that nucleates apart; periodic frames)")
-    a.add_argument("--order-cutoff", type=float, help="neighbour cutoff of --order, Å (default: the first minimum of g(r))")
-    a.add_argument("--species", nargs="+", metavar="SYMBOL", help="partial g(r) for every pair of these and per-species MSD (default: all, if several)")
-    a.add_argument("--r-max", type=float, default=6.0, help="g(r) range, Å (default 6)")
-    a.add_argument("--n-bins", type=int, default=120, help="g(r) bins (default 120)")
-    a.add_argument("--timestep-fs", type=float, help="time between successive frames, fs (default: from the frames' info['time_ps'])")
-    a.add_argument("--skip", type=int, default=0, help="drop this many leading frames (equilibration)")
-    a.add_argument("--fit-range", type=float, nargs=2, default=(0.1, 0.5), metavar=("START", "END"), help="MSD fit window as fractions of the longest lag (default 0.1 0.5)")
-    a.add_argument("--n-blocks", type=int, default=5, help="blocks for the error of D (default 5)")
-    a.add_argument("--output", default="analysis", help="output directory (default ./analysis)")
+    a.add_argument("--order-cutoff", type=_POS_FLOAT, help="neighbour cutoff of --order, Å (default: the first minimum of g(r))")
+    a.add_argument("--species", type=_Element(), nargs="+", metavar="SYMBOL", help="partial g(r) for every pair of these and per-species MSD (default: all, if several)")
+    a.add_argument("--r-max", type=_POS_FLOAT, default=6.0, help="g(r) range, Å (default 6)")
+    a.add_argument("--n-bins", type=_POS_INT, default=120, help="g(r) bins (default 120)")
+    a.add_argument("--timestep-fs", type=_POS_FLOAT, help="time between successive frames, fs (default: from the frames' info['time_ps'])")
+    a.add_argument("--skip", type=_NONNEG_INT, default=0, help="drop this many leading frames (equilibration)")
+    a.add_argument("--fit-range", type=_Number(float, lo=0, hi=1), nargs=2, default=(0.1, 0.5), metavar=("START", "END"),
+                   help="MSD fit window as fractions of the longest lag, 0 <= START < END <= 1 (default 0.1 0.5)")
+    a.add_argument("--n-blocks", type=_POS_INT, default=5, help="blocks for the error of D (default 5; 1: no error bar)")
+    a.add_argument("--output", type=outdir, default="analysis", help="output directory (default ./analysis)")
     a.set_defaults(func=_cmd_analyze)
 
     d = sub.add_parser("data", help="make a reference data set", description="Make a labelled data set (emt-cu: fcc Cu with ASE's EMT).")
     d.add_argument("kind", choices=["emt-cu"])
-    d.add_argument("--output", required=True, help="extxyz file")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--md-frames", type=int, default=30, help="frames per (temperature, cell size) MD run")
-    d.add_argument("--rattled", type=int, default=40)
-    d.add_argument("--strained", type=int, default=40)
-    d.add_argument("--liquid-frames", type=int, default=20,
+    d.add_argument("--output", type=outfile, required=True, help="extxyz file")
+    d.add_argument("--seed", type=_NONNEG_INT, default=0)
+    d.add_argument("--md-frames", type=_NONNEG_INT, default=30, help="frames per (temperature, cell size) MD run")
+    d.add_argument("--rattled", type=_NONNEG_INT, default=40)
+    d.add_argument("--strained", type=_NONNEG_INT, default=40)
+    d.add_argument("--liquid-frames", type=_NONNEG_INT, default=20,
                    help="frames per liquid temperature (108-atom melt at 1,500 and 1,000 K); 0: no liquid")
     d.set_defaults(func=_cmd_data)
+    p.commands = dict(sub.choices)  # name → sub-parser (_Parser.parse_args reports unrecognised arguments there)
     return p
 
 
+def _warning_line(command: str):
+    """A ``warnings.showwarning`` that prints ``mlpjax CMD: warning: MESSAGE`` on one line."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{command}: warning: {_one_line(message)}", file=file or sys.stderr, flush=True)
+
+    return show
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run ``mlpjax ARGV`` and return the exit status.
+
+    Exit status 0: done; 1: ``validate --strict`` found a miss; 2: a bad option, configuration,
+    input file or output path; 3: the MD run blew up; 130: interrupted (Ctrl-C).
+
+    Errors are one line ``mlpjax CMD: error: MESSAGE`` on stderr, never a traceback, for:
+    argparse errors (each option's type checks its value), :class:`mlpjax.config.ConfigError`
+    (configuration and option checks; a ValueError), :class:`mlpjax.data.DataError` (bad data),
+    :class:`mlpjax._io.CorruptFileError` (bad model / checkpoint / restart file),
+    FileNotFoundError, and any other OSError that names a file (permission denied, disk full,
+    a path under a regular file: the environment, not a bug, so the path is what the user needs).
+    Every other exception is a bug and keeps its traceback; so does any of the above with the
+    environment variable MLPJAX_TRACEBACK=1. Python warnings print as one line
+    ``mlpjax CMD: warning: MESSAGE``.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as err:  # the one-line message is already on stderr
+        return err.code
     from mlpjax._io import CorruptFileError
+    from mlpjax.config import ConfigError
     from mlpjax.data import DataError
 
-    try:
-        return int(args.func(args) or 0)
-    except (DataError, CorruptFileError, FileNotFoundError) as err:
-        print(f"mlpjax {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:
-        from mlpjax.md import MDInstabilityError
+    command = f"mlpjax {args.command}"
+    debug = os.environ.get("MLPJAX_TRACEBACK", "") not in ("", "0")
+    with warnings.catch_warnings():  # restores warnings.showwarning on the way out
+        warnings.showwarning = _warning_line(command)
+        try:
+            return int(args.func(args) or 0)
+        except (ConfigError, DataError, CorruptFileError, OSError) as err:
+            if debug or (isinstance(err, OSError) and not isinstance(err, (CorruptFileError, FileNotFoundError))
+                         and err.filename is None):
+                raise  # an OSError that names no file is not about the user's paths
+            if isinstance(err, OSError) and err.filename is not None and err.strerror:
+                message = f"{err.strerror}: {err.filename}" + (f" -> {err.filename2}" if err.filename2 else "")
+            else:
+                message = str(err)
+            print(f"{command}: error: {_one_line(message)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            print(f"{command}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as err:
+            from mlpjax.md import MDInstabilityError
 
-        if isinstance(err, MDInstabilityError):
-            print(f"mlpjax {args.command}: MD stopped: {err}", file=sys.stderr)
-            return 3
-        raise
+            if isinstance(err, MDInstabilityError) and not debug:
+                print(f"{command}: MD stopped: {_one_line(err)}", file=sys.stderr)
+                return 3
+            raise
 
 
 if __name__ == "__main__":
