@@ -571,7 +571,7 @@ def _prototype(a_sym: str, b_sym: str, x_b: float, volume_per_atom: float):
         return None, None
     a = (volume_per_atom * len(symbols)) ** (1.0 / 3.0)
     atoms = ase.Atoms(symbols, scaled_positions=frac, cell=np.eye(3) * a, pbc=True)
-    return atoms, f"{name} {atoms.get_chemical_formula(empty=True)} (a = {a:.3f} Å)"
+    return atoms, f"{name} {atoms.get_chemical_formula()} (a = {a:.3f} Å)"
 
 
 def default_structure(potential):
@@ -599,7 +599,7 @@ def default_structure(potential):
     if len(species) == 1:
         try:
             atoms = bulk_structure(None, element=species[0])
-            return atoms, f"the reference state of {symbols[0]} ({atoms.get_chemical_formula(empty=True)}, " \
+            return atoms, f"the reference state of {symbols[0]} ({atoms.get_chemical_formula()}, " \
                           f"{len(atoms)} atoms, a = {atoms.cell.lengths()[0]:.3f} Å)"
         except (ValueError, KeyError):
             pass  # not a cubic reference state: fall through to the training data
