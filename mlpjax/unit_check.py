@@ -23,6 +23,13 @@ noise). Three checks catch the common mix-ups (the unit checklist of the workflo
 Everything is in internal units (eV, Å), i.e. after the declared ``units`` were
 applied, so a file read with the right ``units=`` passes. :func:`check_units` returns
 the problems found; :mod:`mlpjax.train` warns with them, or raises with ``strict``.
+
+Limits: a mix-up that scales energies and forces by the same factor (k = 1: kcal/mol
+and kcal/mol/Å, or everything in atomic units with positions in bohr) is caught only
+by the magnitudes, i.e. when the factor pushes them out of range: kcal/mol forces of a
+molecule at 500 K (RMS ≈ 1.2 eV/Å → 27) are flagged, those of a crystal near
+equilibrium (RMS 0.5 → 11) may not be. A data set without frames a small step apart
+(< ``MAX_PAIR_RMS_STEP``) has no energy-against-force verdict.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import numpy as np
 
 from mlpjax import units as _units
 
-FORCE_RMS_MAX = 20.0  # eV/Å: RMS force component above which forces are implausible for eV/Å
+FORCE_RMS_MAX = 10.0  # eV/Å: RMS force component above which forces are implausible for eV/Å
 ENERGY_SPREAD_MAX = 5.0  # eV/atom: std of the per-atom residual energy above which energies are implausible
 E0_MAX = 1.0e6  # eV/atom: |E0_Z| above any all-electron atomic energy
 K_TOLERANCE = 1.3  # k within [1/1.3, 1.3] counts as consistent (trapezoid error on close pairs is a few %)
