@@ -290,7 +290,6 @@ def _cmd_train(args) -> int:
 
     cfg = load_config(args.config) if args.config else TrainConfig()
     flags = {field: getattr(args, flag[2:].replace("-", "_")) for field, flag in _TRAIN_FLAGS.items()}
-    flags["max_time_minutes"], flags["learning_rate"] = args.max_time, args.lr
     try:
         cfg = override(cfg, **flags)
     except ConfigError as err:  # a combination: --valid-fraction + --test-fraction, --model with the YAML's model_config
@@ -309,9 +308,8 @@ def _cmd_train(args) -> int:
         flush=True,
     )
     os.makedirs(args.output, exist_ok=True)
-    strict = {"strict": True} if args.strict else {}  # unit-sanity warnings → DataError (train's strict=, default False)
     result = train(cfg, train_set, valid_set, output_dir=args.output, test_configs=test_set, resume=args.resume,
-                   progress=not args.quiet, **strict)
+                   progress=not args.quiet, strict=args.strict)  # strict: unit-sanity warnings → DataError
     print(f"stopped after epoch {result.epochs_completed} ({result.stop_reason}); best epoch {result.best_epoch}")
     for name, m in (("validation", result.valid_metrics), ("test", result.test_metrics)):
         if m:

@@ -4,7 +4,6 @@ traceback. The sweep at the end walks build_parser(), so a new sub-command or op
 (or fails here until its type is checked)."""
 
 import argparse
-import os
 import subprocess
 import sys
 import types
@@ -327,7 +326,7 @@ def test_train_strict_reaches_the_python_api(monkeypatch, files, capsys):
     seen = []
 
     def fake_train(*args, **kwargs):
-        seen.append(kwargs.get("strict", False))
+        seen.append(kwargs["strict"])
         raise DataError("energies span 1e4 eV/atom: meV written as eV? pass --units meV", source=str(data))
 
     monkeypatch.setattr(mlpjax.train, "train", fake_train)
