@@ -288,7 +288,25 @@ def _cmd_train(args) -> int:
     from mlpjax.config import ConfigError, TrainConfig, load_config, override
     from mlpjax.train import train
 
-    cfg = load_config(args.config) if args.config else TrainConfig()
+    if args.preset and args.config:
+        raise ConfigError("--preset and --config both set the model and its training settings: use one (the preset's "
+                          "YAML twin is named by mlpjax.presets.source, e.g. experiments/configs/mace_rmd17cpu.yaml)",
+                          option="--preset")
+    if args.preset:
+        from mlpjax import presets
+
+        model = args.model or TrainConfig().model
+        if args.preset not in presets.names(model):
+            raise ConfigError(f"--preset {args.preset}: {model} has the presets {', '.join(presets.names(model))}",
+                              option="--preset")
+        cfg = TrainConfig(**presets.preset(model, args.preset))
+        print(f"mlpjax train: preset {args.preset} of {model}: {presets.describe(model, args.preset)}", flush=True)
+    elif args.config:
+        cfg = load_config(args.config)
+    else:  # the model's reference defaults, cutoff included (mlpjax.presets "default")
+        from mlpjax import presets
+
+        cfg = TrainConfig(**presets.preset(args.model or TrainConfig().model, "default"))
     flags = {field: getattr(args, flag[2:].replace("-", "_")) for field, flag in _TRAIN_FLAGS.items()}
     try:
         cfg = override(cfg, **flags)
@@ -310,7 +328,15 @@ def _cmd_train(args) -> int:
     os.makedirs(args.output, exist_ok=True)
     result = train(cfg, train_set, valid_set, output_dir=args.output, test_configs=test_set, resume=args.resume,
                    progress=not args.quiet, strict=args.strict)  # strict: unit-sanity warnings → DataError
-    print(f"stopped after epoch {result.epochs_completed} ({result.stop_reason}); best epoch {result.best_epoch}")
+    if result.stop_reason == "max_time":
+        where = (f"{100 * result.partial_epoch_fraction:.0f} % into epoch {result.epochs_completed + 1}"
+                 if result.partial_epoch_fraction else f"after epoch {result.epochs_completed}")
+        print(f"stopped by the time limit (--max-time {cfg.max_time_minutes:g} min) {where}, {result.steps} steps"
+              + (f" of {_seconds(result.step_time_s)} each" if result.step_time_s else "")
+              + f"; the model holds the best parameters evaluated (epoch {result.best_epoch}); "
+              f"--resume continues from the checkpoint")
+    else:
+        print(f"stopped after epoch {result.epochs_completed} ({result.stop_reason}); best epoch {result.best_epoch}")
     for name, m in (("validation", result.valid_metrics), ("test", result.test_metrics)):
         if m:
             print(
@@ -320,6 +346,10 @@ def _cmd_train(args) -> int:
     for k, v in sorted(result.paths.items()):
         print(f"  {k}: {v}")
     return 0
+
+
+def _seconds(s: float) -> str:
+    return f"{1e3 * s:.0f} ms" if s < 1 else f"{s:.2f} s"
 
 
 # -------------------------------------------------------------------------- evaluate
@@ -672,6 +702,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--test-fraction", type=_HOLDOUT, default=None, help="hold out this fraction of --train as a test set, in [0, 1)")
     t.add_argument("--output", type=outdir, required=True, help="output directory (created if missing)")
     t.add_argument("--config", type=infile, help="YAML file mapping 1:1 onto mlpjax.config.TrainConfig; flags override it")
+    t.add_argument("--preset", choices=["default", "small", "rmd17"],
+                   help="named model size and training settings of --model (mlpjax.presets): default = the reference "
+                   "implementation's defaults (used when neither --preset nor --config is given), small = CPU-sized "
+                   "(measured cost and rMD17 accuracy in the README), rmd17 = the published rMD17 setting (MACE, NequIP; GPU)")
     t.add_argument("--epochs", type=_NONNEG_INT, help="maximum number of epochs (>= 0)")
     t.add_argument("--max-time", type=_POS_FLOAT, help="wall-clock limit in minutes (> 0)")
     t.add_argument("--seed", type=_NONNEG_INT)
