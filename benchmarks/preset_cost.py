@@ -161,6 +161,19 @@ def bench_one(model: str, name: str, train_path: str, steps: int, max_step_secon
     return row
 
 
+def _without_note(argv: list[str]) -> list[str]:
+    """The command line without ``--note TEXT`` (the note is printed below the table)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--note":
+            skip = True
+        elif not a.startswith("--note="):
+            out.append(a)
+    return out
+
+
 def _affinity() -> str:
     try:
         cores = sorted(os.sched_getaffinity(0))
@@ -272,7 +285,8 @@ def main(argv=None) -> int:
                                         "accuracy": {f"{m}/{n}": v for (m, n), v in ACCURACY.items()}})
         sources = sorted({ACCURACY[(r["model"], r["preset"])][2] for r in rows
                           if (r["model"], r["preset"]) in ACCURACY and ACCURACY[(r["model"], r["preset"])][2] != "—"})
-        body = (f"`benchmarks/preset_cost.py {' '.join(argv if argv is not None else sys.argv[1:])}`, {env['affinity']}: "
+        shown = _without_note(argv if argv is not None else sys.argv[1:])
+        body = (f"`benchmarks/preset_cost.py {' '.join(shown)}`, {env['affinity']}: "
                 f"rMD17 ethanol, {rows[0].get('n_train', 950) if rows else 950} training structures; each preset's own "
                 "batch size and dtype; training step = `mlpjax.train.make_step_fns` (energies + forces, Adam, EMA); "
                 "compile = first step − median step; ms/step = median of up to "
