@@ -306,7 +306,10 @@ def _cmd_train(args) -> int:
     else:  # the model's reference defaults, cutoff included (mlpjax.presets "default")
         from mlpjax import presets
 
-        cfg = TrainConfig(**presets.preset(args.model or TrainConfig().model, "default"))
+        model = args.model or TrainConfig().model
+        cfg = TrainConfig(**presets.preset(model, "default"))
+        print(f"mlpjax train: {model} at its reference defaults ({presets.describe(model, 'default')})"
+              + ("; --preset small is CPU-sized" if "small" in presets.names(model) else ""), flush=True)
     flags = {field: getattr(args, flag[2:].replace("-", "_")) for field, flag in _TRAIN_FLAGS.items()}
     try:
         cfg = override(cfg, **flags)
@@ -835,7 +838,10 @@ def _warning_line(command: str):
     """A ``warnings.showwarning`` that prints ``mlpjax CMD: warning: MESSAGE`` on one line."""
 
     def show(message, category, filename, lineno, file=None, line=None):
-        print(f"{command}: warning: {_one_line(message)}", file=file or sys.stderr, flush=True)
+        from tqdm import tqdm
+
+        # tqdm.write clears an active progress bar first and redraws it below, so the warning gets its own line
+        tqdm.write(f"{command}: warning: {_one_line(message)}", file=file or sys.stderr)
 
     return show
 
