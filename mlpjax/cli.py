@@ -364,6 +364,10 @@ def _cmd_evaluate(args) -> int:
     pot = load(args.model)
     units = args.units or pot.metadata.get("units", "eV")
     configs = data.read(args.data, units=units, energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key)
+    from mlpjax.unit_check import check_units
+
+    for problem in check_units(configs):  # metrics of data in the wrong unit would be meaningless
+        warnings.warn(f"file {args.data}: {problem.message} (read with units={units!r}; --units sets them)")
     preds = predict_dataset(pot, configs, batch_size=args.batch_size)
     m = metrics(pot, configs, predictions=preds)
     m = {"model": os.path.abspath(args.model), "data": os.path.abspath(args.data), **m}

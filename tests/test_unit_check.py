@@ -11,7 +11,6 @@ from ase.io import write as ase_write
 from mlpjax import data, units
 from mlpjax.cli import main
 from mlpjax.config import TrainConfig
-from mlpjax.datasets import emt_cu
 from mlpjax.train import check_data_units
 from mlpjax.unit_check import check_units, energy_force_slope
 
@@ -19,8 +18,35 @@ SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
 
 @pytest.fixture(scope="module")
-def cu():
-    return emt_cu(seed=0, md_frames_per_run=4, n_rattled=8, n_strained=8, liquid_frames_per_run=0)
+def cu(tmp_path_factory):
+    """EMT Cu: 30 frames of a 32-atom NVE run at ~600 K (frames 10 fs apart: close pairs for the
+    energy-against-force test) and 8 rattled 108-atom cells, as Configurations (eV, Å)."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.md.velocitydistribution import thermalize_momenta
+    from ase.md.verlet import VelocityVerlet
+    from ase import units as ase_units
+
+    frames = []
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    atoms.calc = EMT()
+    thermalize_momenta(atoms, temperature_K=1200, rng=np.random.default_rng(0))
+    dyn = VelocityVerlet(atoms, 2 * ase_units.fs)
+    for _ in range(30):
+        dyn.run(5)
+        snap = atoms.copy()
+        snap.calc = EMT()
+        snap.get_forces()
+        frames.append(snap)
+    for k in range(8):
+        snap = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3)
+        snap.rattle(0.08, seed=k)
+        snap.calc = EMT()
+        snap.get_forces()
+        frames.append(snap)
+    path = tmp_path_factory.mktemp("cu") / "cu_emt.xyz"
+    ase_write(path, frames)
+    return data.read(path)
 
 
 def _scaled(configs, energy=1.0, forces=1.0):
@@ -100,3 +126,19 @@ def test_real_dft_data_pass(name):
     configs = data.read(os.path.join(SHARED, name))
     assert check_units(configs) == []
     assert check_units(_scaled(configs, energy=1000.0)) != []
+
+
+def test_cli_evaluate_warns_about_units(files, tmp_path, capsys):
+    """evaluate of a file in the wrong unit prints a one-line warning (the metrics would be meaningless)."""
+    good, bad = files
+    out = tmp_path / "run"
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text("model: schnet\nmodel_config: {features: 8, interactions: 1, num_rbf: 8, filter_hidden: 8}\n"
+                    "cutoff: 4.0\nepochs: 0\n")
+    assert main(["train", "--train", str(good), "--output", str(out), "--config", str(tiny), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "model.mlpjax"), str(bad)]) == 0
+    err = capsys.readouterr().err
+    assert "mlpjax evaluate: warning:" in err and "meV written as eV" in err
+    assert main(["evaluate", str(out / "model.mlpjax"), str(good)]) == 0
+    assert "warning" not in capsys.readouterr().err
