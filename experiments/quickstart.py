@@ -77,6 +77,11 @@ def main(argv=None) -> int:
     result = train(cfg, configs, output_dir=run_dir, progress=not args.quiet)
     pot = result.potential
     print(f"stopped after epoch {result.epochs_completed} ({result.stop_reason}), best epoch {result.best_epoch}")
+    summary["training"] = {"epochs_completed": result.epochs_completed, "epochs": int(cfg.epochs), "stop_reason": result.stop_reason,
+                           "best_epoch": result.best_epoch, "seed": int(cfg.seed), "train_s": result.history[-1]["time_s"] if result.history else 0.0}
+    if result.stop_reason == "max_time":
+        print(f"note: the time limit ({cfg.max_time_minutes:g} min) cut training at epoch {result.epochs_completed} of "
+              f"{cfg.epochs}: the errors below are those of a shorter run and not comparable with the README's")
 
     # 3. validate --------------------------------------------------------------
     stage("3/5 validate on the held-out test set")
