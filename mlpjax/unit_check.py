@@ -49,7 +49,8 @@ K_TOLERANCE = 1.3  # k within [1/1.3, 1.3] counts as consistent (trapezoid error
 MAX_PAIR_RMS_STEP = 0.25  # Å: RMS per-atom displacement of a pair used in the energy-force test
 MIN_PAIRS = 5
 MIN_R2 = 0.9  # correlation² of ΔE with W required before a slope is believed
-MAX_FRAMES_PER_GROUP = 400  # frames per composition group searched for close pairs (O(n²) pairs)
+MAX_FRAMES_PER_GROUP = 400  # frames per composition group searched for close pairs (O(n²) pairs): the first ones,
+# kept contiguous because successive frames of a trajectory are the close pairs (a stride would skip them)
 
 
 def _named_factors() -> list[tuple[float, str]]:
@@ -121,7 +122,7 @@ def energy_force_slope(configs: Sequence, *, max_pairs: int = 64) -> EnergyForce
     for frames in groups.values():
         if len(frames) < 2:
             continue
-        frames = frames[:: max(1, math.ceil(len(frames) / MAX_FRAMES_PER_GROUP))]
+        frames = frames[:MAX_FRAMES_PER_GROUP]
         R = np.stack([np.asarray(f.positions, np.float64) for f in frames])  # [n, atoms, 3] Å
         F = np.stack([np.asarray(f.forces, np.float64) for f in frames])  # [n, atoms, 3] eV/Å
         E = np.array([float(f.energy) for f in frames])  # [n] eV

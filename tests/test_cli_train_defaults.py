@@ -12,23 +12,16 @@ from mlpjax.cli import main
 from mlpjax.config import TrainConfig
 from mlpjax.models.mace import MACEConfig
 
+from conftest import emt_cu_frames
+
 
 @pytest.fixture(scope="module")
 def cu_file(tmp_path_factory):
-    """Twelve rattled 32-atom fcc Cu cells labelled by EMT (milliseconds to make)."""
-    from ase.build import bulk
-    from ase.calculators.emt import EMT
+    """Twelve 32-atom fcc Cu frames labelled by EMT (conftest.emt_cu_frames, about a second)."""
     from ase.io import write
 
-    frames = []
-    for k in range(12):
-        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
-        atoms.rattle(0.05, seed=k)
-        atoms.calc = EMT()
-        atoms.get_forces()
-        frames.append(atoms)
     path = tmp_path_factory.mktemp("defaults") / "cu32.xyz"
-    write(path, frames)
+    write(path, emt_cu_frames(12, 0))
     return path
 
 

@@ -14,16 +14,24 @@ import pytest
 import mlpjax
 import mlpjax.train as train_mod
 from mlpjax.config import TrainConfig
-from mlpjax.datasets import emt_cu
 from mlpjax.train import load_checkpoint, train
+
+from conftest import emt_cu_frames
 
 TINY = {"features": 8, "interactions": 1, "num_rbf": 8, "filter_hidden": 8}
 STEP_DELAY_S = 0.25  # s added to every training step: 48 steps per epoch ≈ 12 s
 
 
 @pytest.fixture(scope="module")
-def cu():
-    return emt_cu(seed=0, md_frames_per_run=4, n_rattled=20, n_strained=10, liquid_frames_per_run=0)  # 54 structures
+def cu(tmp_path_factory):
+    """54 EMT Cu structures (conftest.emt_cu_frames): 49 training steps per epoch at batch size 1."""
+    from ase.io import write
+
+    from mlpjax import data
+
+    path = tmp_path_factory.mktemp("cu") / "cu.xyz"
+    write(path, emt_cu_frames(36, 18))
+    return data.read(path)
 
 
 def _config(**kw):

@@ -14,38 +14,16 @@ from mlpjax.config import TrainConfig
 from mlpjax.train import check_data_units
 from mlpjax.unit_check import check_units, energy_force_slope
 
+from conftest import emt_cu_frames
+
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
 
 @pytest.fixture(scope="module")
 def cu(tmp_path_factory):
-    """EMT Cu: 30 frames of a 32-atom NVE run at ~600 K (frames 10 fs apart: close pairs for the
-    energy-against-force test) and 8 rattled 108-atom cells, as Configurations (eV, Å)."""
-    from ase.build import bulk
-    from ase.calculators.emt import EMT
-    from ase.md.velocitydistribution import thermalize_momenta
-    from ase.md.verlet import VelocityVerlet
-    from ase import units as ase_units
-
-    frames = []
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
-    atoms.calc = EMT()
-    thermalize_momenta(atoms, temperature_K=1200, rng=np.random.default_rng(0))
-    dyn = VelocityVerlet(atoms, 2 * ase_units.fs)
-    for _ in range(30):
-        dyn.run(5)
-        snap = atoms.copy()
-        snap.calc = EMT()
-        snap.get_forces()
-        frames.append(snap)
-    for k in range(8):
-        snap = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3)
-        snap.rattle(0.08, seed=k)
-        snap.calc = EMT()
-        snap.get_forces()
-        frames.append(snap)
+    """EMT Cu (conftest.emt_cu_frames): a 32-atom trajectory, frames 10 fs apart, and rattled cells."""
     path = tmp_path_factory.mktemp("cu") / "cu_emt.xyz"
-    ase_write(path, frames)
+    ase_write(path, emt_cu_frames(30, 8))
     return data.read(path)
 
 
