@@ -899,6 +899,10 @@ def train(
                     _show_step(bar, clock, fns.schedule, host_step, lr_peak, losses, history)
                     if not clock.reported and clock.ready_to_report(end_of_epoch=True):
                         _report_step_time(clock, config, epoch, say)
+                if stopped and not losses and not skip:  # the limit came before this epoch's first step
+                    stop_reason = "max_time"
+                    epoch -= 1
+                    break
                 train_loss = float(np.mean(jax.device_get(losses))) if losses else math.nan
                 if losses and not math.isfinite(train_loss):
                     save(epoch - 1)
