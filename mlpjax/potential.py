@@ -39,6 +39,7 @@ import numpy as np
 
 from mlpjax import models as _models
 from mlpjax._io import read_checked, write_checked
+from mlpjax.cache import compiled
 
 MODEL_MAGIC = b"MLPJAX-POTENTIAL-1\n"
 
@@ -100,22 +101,33 @@ def compute_properties(
     return Predictions(energy=energy, forces=forces, stress=stress, atomic_energies=e_atom)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Potential:
-    """A trained (or freshly initialised) interatomic potential. See the module docstring."""
+class PotentialParams(NamedTuple):
+    """Everything numeric a potential's energy depends on: the traced argument of compiled code.
+
+    The network parameters and the per-element/normalisation constants fitted from the training
+    data travel together, so a retrained model, an ensemble member (a leading member axis on
+    every leaf) or a gradient with respect to any of them reuses the same compiled function."""
+
+    params: Any  # network parameter pytree (whatever the model's init returns)
+    reference_energies: jax.Array  # [n_species] eV per atom (E0)
+    energy_shift: jax.Array  # [] eV/atom, added to every atom after scaling
+    energy_scale: jax.Array  # [] eV, multiplies the network's per-atom output
+
+
+@dataclasses.dataclass(frozen=True)
+class PotentialDef:
+    """The architecture of a potential: everything compiled code depends on statically.
+
+    Hashable and compared by value, so compile caches (:mod:`mlpjax.cache`) key on it: two
+    potentials with the same architecture share compiled code whatever their parameters. The
+    numbers fitted from data are not here but in :class:`PotentialParams`."""
 
     model: str  # registry name, e.g. "schnet"
     model_config: Any  # the model's frozen config dataclass
     cutoff: float  # Å
     species: tuple[int, ...]  # atomic numbers; position = species index
-    reference_energies: tuple[float, ...]  # eV per atom of each species (E0)
-    energy_shift: float = 0.0  # eV/atom added to every atom after scaling
-    energy_scale: float = 1.0  # eV, multiplies the network's per-atom output
-    avg_num_neighbors: float = 1.0  # message normalisation, fixed at training time
-    params: Any = None  # parameter pytree (any structure the model's init returns)
-    metadata: dict = dataclasses.field(default_factory=dict)  # units, split, training config, ...
+    avg_num_neighbors: float = 1.0  # message normalisation, fixed at training time (static in the model)
 
-    # ---------------------------------------------------------------- model
     @functools.cached_property
     def model_fns(self) -> _models.ModelFns:
         return _models.build(
@@ -126,19 +138,11 @@ class Potential:
             avg_num_neighbors=self.avg_num_neighbors,
         )
 
-    def replace(self, **changes) -> "Potential":
-        return dataclasses.replace(self, **changes)
-
     def init_params(self, key: jax.Array) -> Any:
-        """Fresh parameters for this architecture (jitted: eager init of big models is slow)."""
-        vectors = jnp.array([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
-        species = jnp.zeros(2, jnp.int32)
-        senders = jnp.array([1, 0], jnp.int32)
-        receivers = jnp.array([0, 1], jnp.int32)
-        mask = jnp.ones(2, bool)
-        return jax.jit(self.model_fns.init)(key, vectors, species, senders, receivers, mask)
+        """Fresh network parameters (jitted once per architecture: eager init of big models is slow)."""
+        return _init_fn(self)(key)
 
-    def atomic_energies(self, params, vectors, species, senders, receivers, edge_mask) -> jax.Array:
+    def atomic_energies(self, variables: PotentialParams, vectors, species, senders, receivers, edge_mask) -> jax.Array:
         """Per-atom energies [n_nodes] eV = E0[species] + shift + scale · (model output
         − the model's output for an isolated atom of that species).
 
@@ -146,6 +150,7 @@ class Potential:
         isolated atom's energy exactly E0 + shift for every architecture, so separated
         fragments dissociate to the reference energies whatever the network's biases.
         """
+        params = variables.params
         out = self.model_fns.apply(params, vectors, species, senders, receivers, edge_mask)
         n_species = len(self.species)
         zero = jnp.zeros(1, jnp.int32)
@@ -153,11 +158,12 @@ class Potential:
             params, jnp.zeros((1, 3), vectors.dtype), jnp.arange(n_species, dtype=jnp.int32), zero, zero, jnp.zeros(1, bool)
         )
         out = out - isolated.astype(out.dtype)[species]
-        e0 = jnp.asarray(self.reference_energies, out.dtype)[species]
-        return e0 + self.energy_shift + self.energy_scale * out
+        e0 = jnp.asarray(variables.reference_energies).astype(out.dtype)[species]
+        shift = jnp.asarray(variables.energy_shift).astype(out.dtype)
+        scale = jnp.asarray(variables.energy_scale).astype(out.dtype)
+        return e0 + shift + scale * out
 
-    # ---------------------------------------------------------------- batches
-    def predict(self, params, batch, *, compute_stress: bool = True) -> Predictions:
+    def predict(self, variables: PotentialParams, batch, *, compute_stress: bool = True) -> Predictions:
         """Pure, jit-able prediction for a padded :class:`mlpjax.graph.GraphBatch`."""
         n_graphs = batch.graph_mask.shape[0]
         edge_graph = batch.node_graph[batch.receivers]
@@ -167,7 +173,7 @@ class Potential:
             return pos[batch.senders] - pos[batch.receivers] + shift_vectors
 
         def atomic_energy(vectors):
-            return self.atomic_energies(params, vectors, batch.species, batch.senders, batch.receivers, batch.edge_mask)
+            return self.atomic_energies(variables, vectors, batch.species, batch.senders, batch.receivers, batch.edge_mask)
 
         return compute_properties(
             atomic_energy,
@@ -188,7 +194,8 @@ class Potential:
 
         return species_indices(np.asarray(numbers), self.species)
 
-    def _jaxmd_properties(self, params, displacement_fn, species, R, neighbor, **kwargs):
+    def jaxmd_properties(self, variables: PotentialParams, displacement_fn, species, R, neighbor, **kwargs) -> Predictions:
+        """Energy and forces of one system from a jax-md Sparse neighbour list (no stress)."""
         n = R.shape[0]
         receivers, senders = neighbor.idx[0], neighbor.idx[1]
         edge_mask = receivers < n
@@ -198,7 +205,7 @@ class Potential:
             return d(pos[senders], pos[receivers])
 
         def atomic_energy(vectors):
-            return self.atomic_energies(params, vectors, species, senders, receivers, edge_mask)
+            return self.atomic_energies(variables, vectors, species, senders, receivers, edge_mask)
 
         return compute_properties(
             atomic_energy,
@@ -213,7 +220,8 @@ class Potential:
             compute_stress=False,
         )
 
-    def _check_neighbor(self, neighbor):
+    @staticmethod
+    def _check_neighbor(neighbor):
         from jax_md import partition
 
         if neighbor is None:
@@ -244,44 +252,27 @@ class Potential:
             return static
         return jnp.zeros(R.shape[0], jnp.int32)
 
-    def energy_fn(self, displacement_fn, numbers=None, *, params=None) -> Callable:
-        """A jax-md energy function ``energy_fn(R, neighbor, **kwargs) -> E`` (eV).
-
-        Args:
-          displacement_fn: a jax-md displacement from ``space.free()`` / ``space.periodic(...)``
-            / ``space.periodic_general(...)``; extra ``kwargs`` (e.g. ``box``) are passed to it.
-          numbers: [n_atoms] atomic numbers of the simulated system (static for the run).
-            May be omitted for a single-element potential, or replaced by a call-time
-            ``species=`` array of species indices (``Potential.species_indices(numbers)``).
-          params: parameters to use; default ``self.params``. Pass stacked/other
-            parameters explicitly with :meth:`energy_fn_of_params` for ensembles or
-            differentiable simulation.
-        """
-        base = self.energy_fn_of_params(displacement_fn, numbers)
-        p = self.params if params is None else params
-        return lambda R, neighbor=None, **kwargs: base(p, R, neighbor=neighbor, **kwargs)
-
     def energy_fn_of_params(self, displacement_fn, numbers=None) -> Callable:
-        """``f(params, R, neighbor, **kwargs) -> E``: differentiable w.r.t. params too."""
+        """``f(variables, R, neighbor, **kwargs) -> E`` (eV): differentiable w.r.t. the
+        :class:`PotentialParams` too (ensembles, differentiable simulation)."""
         static = self._static_species(numbers)
 
-        def energy(params, R, neighbor=None, **kwargs):
+        def energy(variables, R, neighbor=None, **kwargs):
             self._check_neighbor(neighbor)
             species = self._call_species(static, R, kwargs)
-            return self._jaxmd_properties(params, displacement_fn, species, R, neighbor, **kwargs).energy[0]
+            return self.jaxmd_properties(variables, displacement_fn, species, R, neighbor, **kwargs).energy[0]
 
         return energy
 
-    def force_fn(self, displacement_fn, numbers=None, *, params=None) -> Callable:
-        """jax-md force function ``force_fn(R, neighbor, **kwargs) -> F`` [n_atoms, 3] eV/Å
-        from the same single gradient as :meth:`predict` (jax-md's integrators accept it)."""
+    def force_fn_of_params(self, displacement_fn, numbers=None) -> Callable:
+        """``f(variables, R, neighbor, **kwargs) -> F`` [n_atoms, 3] eV/Å, the same single
+        gradient as :meth:`predict`."""
         static = self._static_species(numbers)
-        p = self.params if params is None else params
 
-        def force(R, neighbor=None, **kwargs):
+        def force(variables, R, neighbor=None, **kwargs):
             self._check_neighbor(neighbor)
             species = self._call_species(static, R, kwargs)
-            return self._jaxmd_properties(p, displacement_fn, species, R, neighbor, **kwargs).forces
+            return self.jaxmd_properties(variables, displacement_fn, species, R, neighbor, **kwargs).forces
 
         return force
 
@@ -304,6 +295,123 @@ class Potential:
             fractional_coordinates=fractional_coordinates,
             disable_cell_list=disable_cell_list,
         )
+
+
+@compiled(maxsize=32)
+def _init_fn(definition: PotentialDef) -> Callable:
+    """``jit(init)`` on a dummy two-atom graph: ``key -> params``, compiled once per architecture."""
+    vectors = jnp.array([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+    species = jnp.zeros(2, jnp.int32)
+    senders = jnp.array([1, 0], jnp.int32)
+    receivers = jnp.array([0, 1], jnp.int32)
+    mask = jnp.ones(2, bool)
+    init = definition.model_fns.init
+    return jax.jit(lambda key: init(key, vectors, species, senders, receivers, mask))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Potential:
+    """A trained (or freshly initialised) interatomic potential. See the module docstring.
+
+    = :attr:`definition` (the architecture, hashable: what compiled code depends on) +
+    :attr:`variables` (network parameters and the fitted E0/shift/scale: what compiled code
+    takes as an argument) + metadata."""
+
+    model: str  # registry name, e.g. "schnet"
+    model_config: Any  # the model's frozen config dataclass
+    cutoff: float  # Å
+    species: tuple[int, ...]  # atomic numbers; position = species index
+    reference_energies: tuple[float, ...]  # eV per atom of each species (E0)
+    energy_shift: float = 0.0  # eV/atom added to every atom after scaling
+    energy_scale: float = 1.0  # eV, multiplies the network's per-atom output
+    avg_num_neighbors: float = 1.0  # message normalisation, fixed at training time
+    params: Any = None  # parameter pytree (any structure the model's init returns)
+    metadata: dict = dataclasses.field(default_factory=dict)  # units, split, training config, ...
+
+    # ---------------------------------------------------------------- definition and variables
+    @functools.cached_property
+    def definition(self) -> PotentialDef:
+        return PotentialDef(
+            model=self.model,
+            model_config=self.model_config,
+            cutoff=float(self.cutoff),
+            species=tuple(int(z) for z in self.species),
+            avg_num_neighbors=float(self.avg_num_neighbors),
+        )
+
+    def variables_with(self, params) -> PotentialParams:
+        """:class:`PotentialParams` of this potential's normalisation around ``params``."""
+        return PotentialParams(
+            params=params,
+            reference_energies=jnp.asarray(self.reference_energies, dtype=_float_dtype()),
+            energy_shift=jnp.asarray(self.energy_shift, dtype=_float_dtype()),
+            energy_scale=jnp.asarray(self.energy_scale, dtype=_float_dtype()),
+        )
+
+    @property
+    def variables(self) -> PotentialParams:
+        """The traced argument of compiled code (MD engine, ensembles): params + E0/shift/scale."""
+        if self.params is None:
+            raise ValueError("the potential has no parameters (train it, load a model file or call init_params)")
+        return self.variables_with(self.params)
+
+    @property
+    def model_fns(self) -> _models.ModelFns:
+        return self.definition.model_fns
+
+    def replace(self, **changes) -> "Potential":
+        return dataclasses.replace(self, **changes)
+
+    def init_params(self, key: jax.Array) -> Any:
+        """Fresh parameters for this architecture (jitted once per architecture)."""
+        return self.definition.init_params(key)
+
+    def atomic_energies(self, params, vectors, species, senders, receivers, edge_mask) -> jax.Array:
+        """Per-atom energies [n_nodes] eV with this potential's normalisation (see
+        :meth:`PotentialDef.atomic_energies`)."""
+        return self.definition.atomic_energies(self.variables_with(params), vectors, species, senders, receivers, edge_mask)
+
+    # ---------------------------------------------------------------- batches
+    def predict(self, params, batch, *, compute_stress: bool = True) -> Predictions:
+        """Pure, jit-able prediction for a padded :class:`mlpjax.graph.GraphBatch`."""
+        return self.definition.predict(self.variables_with(params), batch, compute_stress=compute_stress)
+
+    # ---------------------------------------------------------------- jax-md
+    def species_indices(self, numbers) -> np.ndarray:
+        return self.definition.species_indices(numbers)
+
+    def energy_fn(self, displacement_fn, numbers=None, *, params=None) -> Callable:
+        """A jax-md energy function ``energy_fn(R, neighbor, **kwargs) -> E`` (eV).
+
+        Args:
+          displacement_fn: a jax-md displacement from ``space.free()`` / ``space.periodic(...)``
+            / ``space.periodic_general(...)``; extra ``kwargs`` (e.g. ``box``) are passed to it.
+          numbers: [n_atoms] atomic numbers of the simulated system (static for the run).
+            May be omitted for a single-element potential, or replaced by a call-time
+            ``species=`` array of species indices (``Potential.species_indices(numbers)``).
+          params: network parameters to use; default ``self.params``. For ensembles or
+            differentiable simulation use :meth:`energy_fn_of_params`, which takes them
+            (as :class:`PotentialParams`) as an argument.
+        """
+        base = self.energy_fn_of_params(displacement_fn, numbers)
+        v = self.variables_with(self.params if params is None else params)
+        return lambda R, neighbor=None, **kwargs: base(v, R, neighbor=neighbor, **kwargs)
+
+    def energy_fn_of_params(self, displacement_fn, numbers=None) -> Callable:
+        """``f(variables, R, neighbor, **kwargs) -> E``, ``variables`` = :attr:`variables`
+        (or any :class:`PotentialParams` of this architecture): differentiable w.r.t. them."""
+        return self.definition.energy_fn_of_params(displacement_fn, numbers)
+
+    def force_fn(self, displacement_fn, numbers=None, *, params=None) -> Callable:
+        """jax-md force function ``force_fn(R, neighbor, **kwargs) -> F`` [n_atoms, 3] eV/Å
+        from the same single gradient as :meth:`predict` (jax-md's integrators accept it)."""
+        base = self.definition.force_fn_of_params(displacement_fn, numbers)
+        v = self.variables_with(self.params if params is None else params)
+        return lambda R, neighbor=None, **kwargs: base(v, R, neighbor=neighbor, **kwargs)
+
+    def neighbor_fn(self, displacement_fn, box, **kwargs):
+        """See :meth:`PotentialDef.neighbor_fn`."""
+        return self.definition.neighbor_fn(displacement_fn, box, **kwargs)
 
     # ---------------------------------------------------------------- ASE
     def calculator(self, **kwargs):
@@ -347,6 +455,10 @@ class Potential:
             params=params,
             metadata=dict(header.get("metadata", {})),
         )
+
+
+def _float_dtype():
+    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
 
 def _json_default(x):

@@ -1,12 +1,17 @@
-"""Unit systems and conversion constants (CODATA 2018).
+"""Unit systems and THE physical constants of mlpjax (CODATA 2018).
 
 mlpjax uses ONE unit system internally: energy eV, length Å, mass amu, time
 Å·sqrt(amu/eV) (ASE's time unit, ~10.18 fs), temperature K. Everything read from
 a file is converted at the input boundary by :func:`resolve_units`; nothing
 inside the package converts units again.
 
-Constants are written out (not imported from ASE) so that the conversion a file
-gets does not depend on the installed ASE version's choice of CODATA edition.
+**One set of constants.** Every constant mlpjax uses — unit conversion of data files, kT
+and the kinetic temperature in MD, the timestep in ASE time, pressure and moduli in GPa —
+comes from this module, in the CODATA 2018 edition. They are written out (not imported
+from ASE, whose ``ase.units`` default is still CODATA 2014) so that results do not depend
+on the installed ASE version's choice; they equal ``ase.units.create_units("2018")``
+(tests/test_units.py). The two editions differ by < 4e-7 relatively (k_B), far below any
+figure mlpjax reports.
 """
 
 from __future__ import annotations
@@ -25,6 +30,16 @@ KCAL_PER_MOL_EV: float = 4.184 * KJ_PER_MOL_EV  # eV per (kcal/mol), thermochemi
 KBAR_EV_PER_A3: float = 1.0e8 / (ELEMENTARY_CHARGE * 1.0e30)  # eV/Å^3 per kbar = 6.2415e-4
 GPA_EV_PER_A3: float = 1.0e9 / (ELEMENTARY_CHARGE * 1.0e30)  # eV/Å^3 per GPa
 BOLTZMANN_EV_PER_K: float = 8.617333262e-5  # eV/K
+AMU_KG: float = 1.66053906660e-27  # kg per atomic mass unit
+SECOND: float = 1.0e10 * (ELEMENTARY_CHARGE / AMU_KG) ** 0.5  # ASE time units (Å·sqrt(amu/eV)) per second
+FS: float = 1.0e-15 * SECOND  # ASE time units per femtosecond (0.0982269...)
+PS: float = 1.0e-12 * SECOND  # ASE time units per picosecond
+GPA_PER_EV_A3: float = 1.0 / GPA_EV_PER_A3  # GPa per eV/Å^3 (160.2176634)
+
+
+def kT(temperature_K):
+    """k_B T in eV."""
+    return BOLTZMANN_EV_PER_K * temperature_K
 
 ENERGY_UNITS: dict[str, float] = {
     "eV": 1.0,
