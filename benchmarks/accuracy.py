@@ -96,7 +96,7 @@ def _load(args):
             raise SystemExit("--train needs --test")
         train_set, test_set = data.read(args.train), data.read(args.test)
     else:
-        from mlpjax.datasets import emt_cu
+        from mlpjax.data.emt import emt_cu
 
         allc = emt_cu(seed=0)
         idx_train, idx_test = data.split(len(allc), (0.8, 0.2), seed=0)

@@ -81,7 +81,7 @@ def mlpjax_fns(kind, atoms, species):
     """(value_fn, grad_fn, n_features, value_for_check) on fixed neighbour arrays."""
     from mlpjax import descriptors as D
     from mlpjax.graph import species_indices
-    from mlpjax.neighbors import neighbor_list
+    from mlpjax.graph.neighbors import neighbor_list
 
     if kind == "acsf":
         p = D.ACSFParams(cutoff=RC, num_species=len(species), g2=G2, g4=G4)

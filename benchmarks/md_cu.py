@@ -3,7 +3,7 @@
 ``npt``: the density of fcc Cu at 300 K and 0 GPa from a 10,976-atom NPT run.
 ``diffusion``: the self-diffusion coefficient of liquid Cu.
 
-NPT protocol (the same for both sides): fcc Cu built at ``mlpjax.datasets.EMT_CU_LATTICE``
+NPT protocol (the same for both sides): fcc Cu built at ``mlpjax.data.emt.EMT_CU_LATTICE``
 (3.59 Å), Maxwell–Boltzmann velocities at the target temperature, isotropic MTK
 Nosé–Hoover NPT (thermostat and barostat chains; mlpjax: ``mlpjax.md.simulate``, jax-md's
 ``npt_nose_hoover`` splitting with the fractional position update of ``md._npt_mtk_apply``;
@@ -26,7 +26,7 @@ Target (issue 5): the 10,976-atom density within 1 % of EMT's.
 
 Liquid diffusion (the same protocol for both sides, ``--seeds`` independent melts each): 108
 atoms (3×3×3 fcc cells; ``--liquid-atoms`` removes random atoms) at a fixed 13.2 Å³/atom
-(``mlpjax.datasets.EMT_CU_LIQUID_VOLUME``: liquid Cu's measured density at its melting point),
+(``mlpjax.data.emt.EMT_CU_LIQUID_VOLUME``: liquid Cu's measured density at its melting point),
 Maxwell–Boltzmann velocities at 2,500 K, Langevin (5/ps) at 2,500 K for 3 ps (melt), Langevin
 at T for ``--equilibrate-ps``, then ``--production-ps`` NVE at 2 fs (velocity Verlet; mlpjax
 float64) with frames every 20 fs; D from the MSD (all time origins, centre-of-mass drift
@@ -85,7 +85,7 @@ def _start(repeat: int, args):
     from ase.build import bulk
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
-    from mlpjax.datasets import EMT_CU_LATTICE
+    from mlpjax.data.emt import EMT_CU_LATTICE
 
     atoms = bulk("Cu", "fcc", a=EMT_CU_LATTICE, cubic=True).repeat(repeat)
     MaxwellBoltzmannDistribution(atoms, temperature_K=args.initial_temperature or 2 * args.temperature,
@@ -455,7 +455,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-record", action="store_true")
     g = p.add_argument_group("diffusion (liquid Cu)")
     g.add_argument("--liquid-repeat", type=int, default=3, help="cubic repeats of the liquid cell (3: 108 atoms)")
-    g.add_argument("--volume-per-atom", type=float, default=None, help="Å³/atom, fixed (default: mlpjax.datasets.EMT_CU_LIQUID_VOLUME)")
+    g.add_argument("--volume-per-atom", type=float, default=None, help="Å³/atom, fixed (default: mlpjax.data.emt.EMT_CU_LIQUID_VOLUME)")
     g.add_argument("--melt-temperature", type=float, default=2500.0, help="K")
     g.add_argument("--melt-ps", type=float, default=3.0)
     g.add_argument("--equilibrate-ps", type=float, default=10.0)
@@ -475,7 +475,7 @@ def main(argv=None) -> int:
     g.add_argument("--seeds", type=int, default=3, help="independent melts per side")
     args = p.parse_args(argv)
     if args.volume_per_atom is None:
-        from mlpjax.datasets import EMT_CU_LIQUID_VOLUME
+        from mlpjax.data.emt import EMT_CU_LIQUID_VOLUME
 
         args.volume_per_atom = EMT_CU_LIQUID_VOLUME
     if args.task == "diffusion":
@@ -499,7 +499,7 @@ def main(argv=None) -> int:
     if args.model:
         pot, source = mlpjax.load(args.model), os.path.abspath(args.model)
     else:
-        from mlpjax.datasets import emt_cu
+        from mlpjax.data.emt import emt_cu
         from validate_cu import _train
 
         ns = argparse.Namespace(train_minutes=None, output=str(RESULTS_DIR / "md_cu"))

@@ -34,7 +34,7 @@ def run(pot, ensemble: str, dt_fs: float, args) -> dict:
     from ase.build import bulk
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
-    from mlpjax.datasets import EMT_CU_LATTICE
+    from mlpjax.data.emt import EMT_CU_LATTICE
     from mlpjax.md import MDConfig, simulate
 
     atoms = bulk("Cu", "fcc", a=EMT_CU_LATTICE, cubic=True).repeat(args.repeat)

@@ -3,7 +3,7 @@
     taskset -c 0 python benchmarks/quickstart_spread.py --seeds 0 1 2 --tag 1core
     python benchmarks/quickstart_spread.py --seeds 0 --tag 2core          # both cores
 
-The quickstart's data (``mlpjax.datasets.emt_cu(seed=0)``, written and read back as the
+The quickstart's data (``mlpjax.data.emt.emt_cu(seed=0)``, written and read back as the
 quickstart does) and its training config (``experiments/configs/quickstart_cu.yaml``)
 are used unchanged; only the training seed (parameter initialisation and batch order)
 changes. Each run reports the test-set energy and force MAE (the same 30 structures).
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
 
     from mlpjax import data
     from mlpjax.config import load_config, override
-    from mlpjax.datasets import emt_cu
+    from mlpjax.data.emt import emt_cu
     from mlpjax.train import train
 
     cores = len(os.sched_getaffinity(0))

@@ -1,7 +1,7 @@
 """Physical validation of the quickstart SchNet Cu potential against ASE's EMT (issue 5).
 
 Trains the quickstart potential (``experiments/configs/quickstart_cu.yaml`` on
-``mlpjax.datasets.emt_cu(seed=0)``: the same data, config and training budget as
+``mlpjax.data.emt.emt_cu(seed=0)``: the same data, config and training budget as
 ``experiments/quickstart.py``), or loads one with ``--model``, and runs
 :func:`mlpjax.validate.validate_report` against EMT in float64:
 
@@ -79,12 +79,12 @@ def main(argv=None) -> int:
     from ase.calculators.emt import EMT
 
     import mlpjax
-    from mlpjax.datasets import emt_cu
+    from mlpjax.data.emt import emt_cu
     from mlpjax.validate import DriftConfig, ReportConfig, energy_drift, md_supercell, validate_report
 
     t_start = time.perf_counter()
     os.makedirs(args.output, exist_ok=True)
-    print("data: mlpjax.datasets.emt_cu(seed=0)", flush=True)
+    print("data: mlpjax.data.emt.emt_cu(seed=0)", flush=True)
     configs = emt_cu(seed=0)
     if args.model:
         pot, train_info = mlpjax.load(args.model), {"model_file": os.path.abspath(args.model)}

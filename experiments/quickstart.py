@@ -4,7 +4,7 @@
 
 1. Data: 300 Cu configurations (32 and 108 atoms) labelled by ASE's EMT: crystal
    Langevin MD at 300/500/700 K, rattled and strained cells, and a melted 108-atom cell at
-   1,750 and 1,000 K (mlpjax.datasets.emt_cu). The liquid frames are what make the fit's
+   1,750 and 1,000 K (mlpjax.data.emt.emt_cu). The liquid frames are what make the fit's
    volume response right (bulk modulus and C12; see benchmarks/RESULTS.md).
 2. Train SchNet (experiments/configs/quickstart_cu.yaml) on an 80/10/10 split.
 3. Validate: test-set energy and force MAE against the targets
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     from mlpjax import data
     from mlpjax.analysis import coordination_number, first_minimum, rdf
     from mlpjax.config import load_config, override
-    from mlpjax.datasets import EMT_CU_LATTICE, emt_cu
+    from mlpjax.data.emt import EMT_CU_LATTICE, emt_cu
     from mlpjax.md import MDConfig, simulate
     from mlpjax.train import train
 

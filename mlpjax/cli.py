@@ -3,7 +3,7 @@
 Every sub-command is a thin layer over the Python API (mlpjax.train.train,
 mlpjax.validate.metrics, mlpjax.validate.validate_report, mlpjax.md.simulate,
 mlpjax.replicas.simulate_replicas,
-mlpjax.analysis, mlpjax.datasets), so
+mlpjax.analysis, mlpjax.data.emt), so
 scripts and the CLI do the same thing. ``mlpjax SUBCOMMAND --help`` documents each.
 
 Errors. Every option that takes a value has a checked ``type=`` (:class:`_Number` ranges,
@@ -364,7 +364,7 @@ def _cmd_evaluate(args) -> int:
     pot = load(args.model)
     units = args.units or pot.metadata.get("units", "eV")
     configs = data.read(args.data, units=units, energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key)
-    from mlpjax.unit_check import check_units
+    from mlpjax.data.unit_check import check_units
 
     for problem in check_units(configs):  # metrics of data in the wrong unit would be meaningless
         warnings.warn(f"file {args.data}: {problem.message} (read with units={units!r}; --units sets them)")
@@ -669,7 +669,7 @@ def _cmd_analyze(args) -> int:
 # ------------------------------------------------------------------------------ data
 def _cmd_data(args) -> int:
     from mlpjax.data import write_extxyz
-    from mlpjax.datasets import EMT_CU_LIQUID_TEMPERATURES, emt_cu
+    from mlpjax.data.emt import EMT_CU_LIQUID_TEMPERATURES, emt_cu
 
     if args.md_frames + args.rattled + args.strained + args.liquid_frames == 0:
         raise _config_error("--md-frames, --rattled, --strained and --liquid-frames are all 0: nothing to write", "--md-frames")

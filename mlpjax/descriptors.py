@@ -658,7 +658,7 @@ def for_structure(fn: Callable, params, structure, species: Sequence[int], *, cu
     """
     from mlpjax.data import Configuration
     from mlpjax.graph import species_indices
-    from mlpjax.neighbors import neighbor_list
+    from mlpjax.graph.neighbors import neighbor_list
 
     if not isinstance(structure, Configuration):
         structure = Configuration(positions=np.asarray(structure.get_positions()), numbers=np.asarray(structure.numbers),

@@ -571,8 +571,8 @@ def finalize(config: TrainConfig, potential: Potential, *, output_dir: str, trai
 # --------------------------------------------------------------------- unit sanity
 def check_data_units(configs: Sequence[_data.Configuration], config: TrainConfig, *, strict: bool = False) -> list:
     """Warn (or with ``strict`` raise :class:`mlpjax.data.DataError`) when the data's ranges do not look
-    like eV and eV/Å after reading them with ``config.units`` (:func:`mlpjax.unit_check.check_units`)."""
-    from mlpjax.unit_check import check_units
+    like eV and eV/Å after reading them with ``config.units`` (:func:`mlpjax.data.unit_check.check_units`)."""
+    from mlpjax.data.unit_check import check_units
 
     configs = list(configs)
     problems = check_units(configs) if configs else []
@@ -742,7 +742,7 @@ def train(
         "state"}`` once after restoring a checkpoint and ``{"event": "epoch", "epoch",
         "record", "state", "potential"}`` after every epoch (after its checkpoint);
         an exception from a callback aborts training (the checkpoint is kept).
-      strict: the unit sanity check (:mod:`mlpjax.unit_check`: energy against force
+      strict: the unit sanity check (:mod:`mlpjax.data.unit_check`: energy against force
         consistency, force magnitudes, per-atom energy spread) raises
         :class:`mlpjax.data.DataError` instead of warning.
 

@@ -334,7 +334,7 @@ def ethanol_atoms(rattle: float = 0.02, seed: int = 3):
 
 
 def emt_cu_frames(n_md: int = 30, n_rattled: int = 8, *, md_stride: int = 5, seed: int = 0) -> list:
-    """EMT-labelled fcc Cu as ase.Atoms, made in about a second (mlpjax.datasets.emt_cu takes ~15 s):
+    """EMT-labelled fcc Cu as ase.Atoms, made in about a second (mlpjax.data.emt.emt_cu takes ~15 s):
     ``n_md`` frames of a 32-atom NVE run started from 1,200 K velocities, ``md_stride`` steps of 2 fs
     apart (successive frames are close pairs, as in a real trajectory), then ``n_rattled`` 108-atom
     cells rattled by 0.08 Å."""

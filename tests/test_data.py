@@ -557,7 +557,7 @@ def test_emt_cu_liquid_samples_are_disordered():
     """The liquid part of the EMT Cu set (melt, then Langevin at each temperature) is a liquid:
     its energy per atom lies far above the crystal's at the same temperature (by about the latent
     heat), at the fixed liquid volume. Small settings: 32 atoms, short melt."""
-    from mlpjax.datasets import EMT_CU_LIQUID_VOLUME, emt_cu
+    from mlpjax.data.emt import EMT_CU_LIQUID_VOLUME, emt_cu
 
     configs = emt_cu(temperatures_K=(1000.0,), repeats=(2,), md_frames_per_run=2, md_stride=5, n_rattled=0,
                      n_strained=0, liquid_temperatures_K=(1000.0,), liquid_repeat=2, liquid_frames_per_run=2,

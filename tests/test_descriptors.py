@@ -145,7 +145,7 @@ def test_ani1x_defaults_have_384_features():
 
 @pytest.fixture(scope="module")
 def ethanol_edges():
-    from mlpjax.neighbors import neighbor_list
+    from mlpjax.graph.neighbors import neighbor_list
 
     atoms = STRUCTURES["ethanol"]
     e = neighbor_list(atoms.get_positions(), np.zeros((3, 3)), np.zeros(3, bool), RC)

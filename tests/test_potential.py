@@ -18,7 +18,7 @@ from mlpjax import models
 from mlpjax._io import CorruptFileError
 from mlpjax.data import DataError, read
 from mlpjax.graph import Budget, batches, make_budget, pack, to_graph, to_graphs
-from mlpjax.neighbors import neighbor_list
+from mlpjax.graph.neighbors import neighbor_list
 from mlpjax.potential import Potential
 
 # ---------------------------------------------------------------------------

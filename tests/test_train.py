@@ -112,7 +112,7 @@ def test_prepare_potential_normalisation(cu):
     assert np.isclose(pot.reference_energies[0], refs[29])
     assert np.isclose(pot.energy_scale, np.sqrt(np.mean(f**2)))
     assert np.isclose(pot.energy_shift, stats.energy_per_atom_mean)
-    from mlpjax.neighbors import neighbor_list
+    from mlpjax.graph.neighbors import neighbor_list
 
     edges = sum(len(neighbor_list(c.positions, c.cell, c.pbc, 4.0).senders) for c in cu)
     assert np.isclose(pot.avg_num_neighbors, edges / sum(c.n_atoms for c in cu))

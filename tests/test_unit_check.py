@@ -12,7 +12,7 @@ from mlpjax import data, units
 from mlpjax.cli import main
 from mlpjax.config import TrainConfig
 from mlpjax.train import check_data_units
-from mlpjax.unit_check import check_units, energy_force_slope
+from mlpjax.data.unit_check import check_units, energy_force_slope
 
 from conftest import emt_cu_frames
 

@@ -279,7 +279,7 @@ def test_cli_validate_against_emt(tiny_model_file, tmp_path, capsys):
 def test_cli_validate_against_a_data_file(tiny_model_file, tmp_path):
     from mlpjax.cli import main
     from mlpjax.data import write_extxyz
-    from mlpjax.datasets import emt_cu
+    from mlpjax.data.emt import emt_cu
 
     data = tmp_path / "cu.xyz"
     write_extxyz(data, emt_cu(temperatures_K=(300.0,), repeats=(2,), md_frames_per_run=2, n_rattled=2, n_strained=2,

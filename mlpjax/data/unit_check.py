@@ -41,6 +41,7 @@ from typing import Sequence
 import numpy as np
 
 from mlpjax import units as _units
+from mlpjax.data.dataset import fit_reference_energies, statistics
 
 FORCE_RMS_MAX = 10.0  # eV/Å: RMS force component above which forces are implausible for eV/Å
 ENERGY_SPREAD_MAX = 5.0  # eV/atom: std of the per-atom residual energy above which energies are implausible
@@ -159,8 +160,6 @@ def check_units(configs: Sequence, reference_energies: dict[int, float] | None =
 
     ``reference_energies`` ``{Z: E0_Z}`` [eV] (fitted by least squares when not given).
     """
-    from mlpjax import data as _data
-
     configs = list(configs)
     problems: list[UnitProblem] = []
     with_energy = [c for c in configs if c.energy is not None]
@@ -187,8 +186,8 @@ def check_units(configs: Sequence, reference_energies: dict[int, float] | None =
                 rms))
     # 3. per-atom energies after the reference-energy fit
     if len(with_energy) >= 2:
-        refs = reference_energies if reference_energies is not None else _data.fit_reference_energies(with_energy)
-        stats = _data.statistics(with_energy, refs)
+        refs = reference_energies if reference_energies is not None else fit_reference_energies(with_energy)
+        stats = statistics(with_energy, refs)
         if math.isfinite(stats.energy_per_atom_std) and stats.energy_per_atom_std > ENERGY_SPREAD_MAX:
             problems.append(UnitProblem(
                 "energy_spread",

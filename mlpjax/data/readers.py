@@ -1,101 +1,21 @@
-"""Reference data: configurations with energies, forces and (optionally) stress.
+"""Reading and writing labelled structures: extended XYZ, ASE databases and trajectories,
+MD17-style ``.npz`` and anything else ``ase.io`` reads; :func:`read` (labelled data),
+:func:`read_structure` (an unlabelled start structure), :func:`write_extxyz`.
 
-Everything in a :class:`Configuration` is in mlpjax's internal units (eV, Å);
-readers convert at the boundary through :mod:`mlpjax.units`.
+Units are applied here, at the input boundary: a file is read in the units it declares
+(:func:`mlpjax.units.resolve_units`) and every :class:`~mlpjax.data.configuration.Configuration`
+leaves in internal units (eV, Å, eV/Å, eV/Å^3), checked frame by frame.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
+from mlpjax.data.configuration import Configuration, DataError, _check_labels, _check_structure
 
-class DataError(ValueError):
-    """Bad input data. The message names the file, the frame and the field."""
-
-    def __init__(self, message: str, *, source: str | None = None, frame: int | None = None, field: str | None = None):
-        where = []
-        if source is not None:
-            where.append(f"file {source}")
-        if frame is not None:
-            where.append(f"frame {frame}")
-        if field is not None:
-            where.append(f"field {field!r}")
-        prefix = (", ".join(where) + ": ") if where else ""
-        super().__init__(prefix + message)
-        self.source, self.frame, self.field = source, frame, field
-
-
-@dataclasses.dataclass
-class Configuration:
-    """One atomic structure with its reference labels (host-side NumPy, internal units)."""
-
-    positions: np.ndarray  # [n_atoms, 3] Å
-    numbers: np.ndarray  # [n_atoms] int, atomic numbers Z
-    cell: np.ndarray  # [3, 3] Å, rows are lattice vectors (zeros for a molecule)
-    pbc: np.ndarray  # [3] bool
-    energy: float | None = None  # eV, total energy
-    forces: np.ndarray | None = None  # [n_atoms, 3] eV/Å
-    stress: np.ndarray | None = None  # [3, 3] eV/Å^3, ASE sign convention (σ = (1/V) ∂E/∂ε)
-    source: str = ""  # file the configuration came from
-    frame: int = -1  # index of the frame in that file
-    info: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def n_atoms(self) -> int:
-        return int(self.positions.shape[0])
-
-    @property
-    def periodic(self) -> bool:
-        return bool(np.any(self.pbc))
-
-    def to_atoms(self):
-        """The configuration as an :class:`ase.Atoms` with a SinglePointCalculator holding its labels."""
-        import ase
-        from ase.calculators.singlepoint import SinglePointCalculator
-
-        atoms = ase.Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
-        results = {}
-        if self.energy is not None:
-            results["energy"] = self.energy
-        if self.forces is not None:
-            results["forces"] = self.forces
-        if self.stress is not None:
-            s = self.stress
-            results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-        if results:
-            atoms.calc = SinglePointCalculator(atoms, **results)
-        return atoms
-
-    @classmethod
-    def from_atoms(cls, atoms, *, source: str = "", frame: int = -1) -> "Configuration":
-        """Structure only (no labels) from an :class:`ase.Atoms`; positions taken as Å."""
-        return cls(
-            positions=np.asarray(atoms.positions, dtype=np.float64),
-            numbers=np.asarray(atoms.numbers, dtype=np.int64),
-            cell=np.asarray(atoms.cell.array, dtype=np.float64),
-            pbc=np.asarray(atoms.pbc, dtype=bool),
-            source=source,
-            frame=frame,
-        )
-
-
-# ---------------------------------------------------------------------------
-# Reading
-# ---------------------------------------------------------------------------
-
-_MAX_Z = 118
 _EXTXYZ_EXTS = (".xyz", ".extxyz")
 # MD17 (sGDML) and revised-MD17 key sets for .npz files: (positions, numbers, energies, forces).
 _NPZ_KEYSETS = (("R", "z", "E", "F"), ("coords", "nuclear_charges", "energies", "forces"))
-
-
-def _next_step_hint(field: str) -> str:
-    return {
-        "energy": "check energy_key= (the name of the energy in the file's info/calculator results) or drop this frame",
-        "forces": "check forces_key= (the per-atom array holding forces), pass require_forces=False for energy-only data, or drop this frame",
-    }.get(field, "fix or drop this frame")
 
 
 def _select_frames(n: int, index) -> list[int]:
@@ -185,122 +105,6 @@ def _config_from_atoms(atoms, *, u, source, frame, energy_key, forces_key, stres
     consumed = {energy_key, stress_key, virial_key}
     conf.info = {k: v for k, v in atoms.info.items() if k not in consumed}
     return conf
-
-
-def _check_finite(value, *, source, frame, field):
-    if value is None:
-        return
-    a = np.asarray(value, dtype=np.float64)
-    bad = ~np.isfinite(a)
-    if np.any(bad):
-        where = np.argwhere(bad)[0] if a.ndim else ()
-        kind = "NaN" if np.any(np.isnan(a)) else "inf"
-        raise DataError(
-            f"contains {kind} (first non-finite entry at index {tuple(int(i) for i in where)}); fix or drop this frame",
-            source=source,
-            frame=frame,
-            field=field,
-        )
-
-
-def _padded_box(conf: Configuration) -> np.ndarray:
-    """A box vesin accepts: zero rows along non-periodic directions are replaced by a long orthogonal vector."""
-    cell = np.array(conf.cell, dtype=np.float64)
-    pbc = np.asarray(conf.pbc, dtype=bool)
-    if not pbc.any():
-        return np.zeros((3, 3))
-    extent = float(np.ptp(conf.positions, axis=0).max()) if conf.n_atoms else 0.0
-    big = 2.0 * extent + 10.0 * float(np.abs(cell).max()) + 10.0
-    zero_rows = [i for i in range(3) if not np.any(cell[i])]
-    if not zero_rows:
-        return cell
-    good = [cell[i] for i in range(3) if i not in zero_rows]
-    if len(zero_rows) == 2:
-        a = good[0] / np.linalg.norm(good[0])
-        trial = np.eye(3)[int(np.argmin(np.abs(a)))]
-        b = trial - a * (a @ trial)
-        b /= np.linalg.norm(b)
-        c = np.cross(a, b)
-        fill = [b, c]
-    elif len(zero_rows) == 1:
-        n = np.cross(good[0], good[1])
-        fill = [n / np.linalg.norm(n)] if np.linalg.norm(n) > 0 else [np.zeros(3)]
-    else:
-        fill = [np.eye(3)[i] for i in range(3)]
-    for i, v in zip(zero_rows, fill):
-        cell[i] = big * v
-    return cell
-
-
-def _check_structure(conf: Configuration, *, min_distance: float):
-    """Atomic numbers, finite geometry, usable cell, and no two atoms closer than ``min_distance`` Å."""
-    src, fr = conf.source, conf.frame
-    if conf.n_atoms == 0:
-        raise DataError("has no atoms; drop this frame", source=src, frame=fr, field="numbers")
-    z = np.asarray(conf.numbers)
-    bad = (z < 1) | (z > _MAX_Z)
-    if np.any(bad):
-        i = int(np.argmax(bad))
-        raise DataError(
-            f"atom {i} has atomic number {int(z[i])}, outside 1..{_MAX_Z}; fix the species in the file",
-            source=src,
-            frame=fr,
-            field="numbers",
-        )
-    if conf.positions.shape != (conf.n_atoms, 3):
-        raise DataError(f"positions have shape {conf.positions.shape}, expected ({conf.n_atoms}, 3)", source=src, frame=fr, field="positions")
-    _check_finite(conf.positions, source=src, frame=fr, field="positions")
-    _check_finite(conf.cell, source=src, frame=fr, field="cell")
-    pbc = np.asarray(conf.pbc, dtype=bool)
-    for i in range(3):
-        if pbc[i] and not np.any(conf.cell[i]):
-            raise DataError(
-                f"periodic along lattice vector {i} but that vector is zero; give the cell or set pbc=False there",
-                source=src,
-                frame=fr,
-                field="cell",
-            )
-    box = _padded_box(conf)
-    if pbc.any() and abs(np.linalg.det(box)) < 1e-12:
-        raise DataError("periodic cell has (near) zero volume; fix the cell", source=src, frame=fr, field="cell")
-    if min_distance and min_distance > 0 and conf.n_atoms > 0:
-        import vesin
-
-        nl = vesin.NeighborList(cutoff=float(min_distance), full_list=False)
-        i, j, S, d = nl.compute(conf.positions, box, pbc if pbc.any() else False, "ijSd")
-        if len(d):
-            k = int(np.argmin(d))
-            ii, jj, shift = int(i[k]), int(j[k]), tuple(int(s) for s in S[k])
-            img = "" if not any(shift) else f" (periodic image shift {shift})"
-            what = f"atom {ii} and its own periodic image" if ii == jj else f"atoms {ii} and {jj}"
-            raise DataError(
-                f"{what} are {float(d[k]):.4g} Å apart{img}, closer than min_distance={min_distance} Å; "
-                "check the length units (units=), the cell, or remove the duplicate atom",
-                source=src,
-                frame=fr,
-                field="positions",
-            )
-
-
-def _check_labels(conf: Configuration, *, require_forces: bool):
-    src, fr = conf.source, conf.frame
-    if conf.energy is None:
-        raise DataError("missing energy; " + _next_step_hint("energy"), source=src, frame=fr, field="energy")
-    _check_finite(conf.energy, source=src, frame=fr, field="energy")
-    if conf.forces is None:
-        if require_forces:
-            raise DataError("missing forces; " + _next_step_hint("forces"), source=src, frame=fr, field="forces")
-    else:
-        if conf.forces.shape != (conf.n_atoms, 3):
-            raise DataError(
-                f"forces have shape {conf.forces.shape}, expected ({conf.n_atoms}, 3); check forces_key= or fix the file",
-                source=src,
-                frame=fr,
-                field="forces",
-            )
-        _check_finite(conf.forces, source=src, frame=fr, field="forces")
-    if conf.stress is not None:
-        _check_finite(conf.stress, source=src, frame=fr, field="stress")
 
 
 def _read_ase_frames(path: str, fmt: str | None) -> list:
@@ -483,7 +287,7 @@ def read(
         wrong forces shape, invalid atomic numbers, or atoms closer than
         ``min_distance``.
     """
-    from .units import resolve_units
+    from mlpjax.units import resolve_units
 
     u = resolve_units(units)
     source = str(path)
@@ -532,7 +336,7 @@ def read_structure(path, index=-1, *, units="eV", min_distance: float = 0.1):
     (atomic numbers, finiteness, atoms closer than ``min_distance`` Å); labels
     (energy, forces, stress) are not read.
     """
-    from .units import resolve_units
+    from mlpjax.units import resolve_units
 
     u = resolve_units(units)
     source = str(path)
@@ -578,165 +382,3 @@ def write_extxyz(path, configs) -> None:
                 atoms.info[k] = v
         images.append(atoms)
     ase.io.write(str(path), images, format="extxyz")
-
-
-# ---------------------------------------------------------------------------
-# Dataset utilities
-# ---------------------------------------------------------------------------
-
-
-def species_in(configs) -> tuple[int, ...]:
-    """Sorted unique atomic numbers Z present in ``configs``."""
-    zs = set()
-    for c in configs:
-        zs.update(int(z) for z in np.unique(c.numbers))
-    return tuple(sorted(zs))
-
-
-def split(n: int, fractions=(0.8, 0.1, 0.1), seed: int = 0) -> tuple[np.ndarray, ...]:
-    """Reproducible random split of ``range(n)`` into ``len(fractions)`` parts.
-
-    A permutation from ``np.random.default_rng(seed)`` is cut into consecutive
-    pieces of sizes ``round(n * fraction)`` (largest-remainder rounding, so the
-    sizes sum to ``n``). Every index lands in exactly one part. Each part with a
-    non-zero fraction gets at least one index when ``n`` is at least the number of
-    such parts (taken from the largest part). Returns sorted int64 index arrays.
-
-    Raises:
-      ValueError: negative fractions, or fractions not summing to 1 (within 1e-6).
-    """
-    fr = np.asarray(fractions, dtype=np.float64)
-    if fr.ndim != 1 or fr.size == 0:
-        raise ValueError(f"fractions must be a non-empty sequence, got {fractions!r}")
-    if np.any(fr < 0) or not np.all(np.isfinite(fr)):
-        raise ValueError(f"fractions must be finite and non-negative, got {fractions!r}")
-    if abs(fr.sum() - 1.0) > 1e-6:
-        raise ValueError(f"fractions must sum to 1, got {fractions!r} (sum {fr.sum():.6g})")
-    n = int(n)
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    exact = fr * n
-    sizes = np.floor(exact).astype(np.int64)
-    rest = n - int(sizes.sum())
-    if rest > 0:
-        order = np.argsort(-(exact - sizes), kind="stable")
-        sizes[order[:rest]] += 1
-    nonzero = np.flatnonzero(fr > 0)
-    if n >= len(nonzero):
-        for k in nonzero:
-            if sizes[k] == 0:
-                donor = int(np.argmax(sizes))
-                sizes[donor] -= 1
-                sizes[k] += 1
-    perm = np.random.default_rng(seed).permutation(n)
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    return tuple(np.sort(perm[bounds[i] : bounds[i + 1]]).astype(np.int64) for i in range(len(fr)))
-
-
-def fit_reference_energies(configs, species=None, *, ridge: float = 1e-8) -> dict[int, float]:
-    """Per-species reference energies E0_Z [eV] from a least-squares fit E ≈ Σ_Z n_Z · E0_Z.
-
-    Solves ``min ||A x - E||² + λ ||x||²`` with ``A[c, s]`` the number of atoms of
-    species ``species[s]`` in configuration ``c``, ``E`` the total energies [eV],
-    and ``λ = ridge`` [atoms²], by ``lstsq`` on the augmented system ``[A; √λ I]``.
-    The default λ is far below the squared atom counts, so a well-posed fit is
-    unbiased to ~1e-8 relative; for ridge=0 ``lstsq`` returns the minimum-norm solution.
-
-    Rank deficiency: when all configurations share one composition (a single-element
-    crystal, a single molecule's MD trajectory) the E0_Z are not separately
-    determined. The (ridge / minimum-norm) solution then spreads the mean energy over
-    the species in proportion to their counts, so Σ_Z n_Z E0_Z equals the mean
-    energy; for one element E0 = mean energy per atom. A species listed in
-    ``species`` but absent from the data gets 0.
-
-    Args:
-      configs: configurations with energies.
-      species: atomic numbers to fit (default: sorted unique Z in ``configs``).
-      ridge: Tikhonov strength λ [atoms²] (>= 0).
-
-    Returns:
-      ``{Z: E0_Z}`` in eV.
-    """
-    configs = list(configs)
-    if not configs:
-        raise DataError("no configurations to fit reference energies to")
-    species = tuple(int(z) for z in (species_in(configs) if species is None else species))
-    col = {z: k for k, z in enumerate(species)}
-    A = np.zeros((len(configs), len(species)))
-    y = np.zeros(len(configs))
-    for c_i, c in enumerate(configs):
-        if c.energy is None:
-            raise DataError("missing energy, needed to fit reference energies", source=c.source or None, frame=c.frame, field="energy")
-        zs, counts = np.unique(c.numbers, return_counts=True)
-        for z, cnt in zip(zs, counts):
-            if int(z) not in col:
-                raise DataError(
-                    f"species Z={int(z)} is not in species={species}; add it to species",
-                    source=c.source or None,
-                    frame=c.frame,
-                    field="numbers",
-                )
-            A[c_i, col[int(z)]] = cnt
-        y[c_i] = c.energy
-    if not ridge >= 0:
-        raise ValueError(f"ridge must be >= 0, got {ridge}")
-    lam = float(ridge)
-    if lam > 0:
-        A_aug = np.vstack([A, np.sqrt(lam) * np.eye(len(species))])
-        y_aug = np.concatenate([y, np.zeros(len(species))])
-    else:
-        A_aug, y_aug = A, y
-    x = np.linalg.lstsq(A_aug, y_aug, rcond=None)[0]
-    return {z: float(x[k]) for z, k in col.items()}
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetStatistics:
-    """Summary of a dataset, used to scale and shift a model's outputs."""
-
-    energy_per_atom_mean: float  # eV/atom, mean over configurations of (E - Σ_Z n_Z E0_Z) / n_atoms
-    energy_per_atom_std: float  # eV/atom, population std (ddof=0) of the same quantity
-    force_rms: float  # eV/Å, sqrt(mean of squared force components over all atoms with forces); nan if no forces
-    n_configurations: int
-    n_atoms_total: int
-    species: tuple[int, ...]  # sorted unique Z in the data
-
-
-def statistics(configs, reference_energies: dict[int, float]) -> DatasetStatistics:
-    """Dataset statistics with the reference energies ``{Z: E0_Z}`` [eV] subtracted.
-
-    ``energy_per_atom_*`` come from configurations with an energy; ``force_rms``
-    from those with forces (nan when none has forces).
-    """
-    configs = list(configs)
-    if not configs:
-        raise DataError("no configurations to compute statistics of")
-    e_pa = []
-    f_sq_sum, f_count = 0.0, 0
-    for c in configs:
-        if c.energy is not None:
-            e0 = 0.0
-            for z in c.numbers:
-                try:
-                    e0 += reference_energies[int(z)]
-                except KeyError:
-                    raise DataError(
-                        f"no reference energy for Z={int(z)}; refit reference energies including it",
-                        source=c.source or None,
-                        frame=c.frame,
-                        field="numbers",
-                    ) from None
-            e_pa.append((c.energy - e0) / c.n_atoms)
-        if c.forces is not None:
-            f = np.asarray(c.forces, dtype=np.float64)
-            f_sq_sum += float(np.sum(f * f))
-            f_count += f.size
-    e_pa = np.asarray(e_pa)
-    return DatasetStatistics(
-        energy_per_atom_mean=float(e_pa.mean()) if e_pa.size else float("nan"),
-        energy_per_atom_std=float(e_pa.std()) if e_pa.size else float("nan"),
-        force_rms=float(np.sqrt(f_sq_sum / f_count)) if f_count else float("nan"),
-        n_configurations=len(configs),
-        n_atoms_total=int(sum(c.n_atoms for c in configs)),
-        species=species_in(configs),
-    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlpjax.data import Configuration
+from mlpjax.data.configuration import Configuration
 
 EMT_CU_LATTICE = 3.59  # Å, close to EMT's own fcc Cu equilibrium (3.590 Å)
 # Liquid samples of emt_cu (and the liquid-diffusion benchmark, benchmarks/md_cu.py diffusion):

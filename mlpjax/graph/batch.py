@@ -20,7 +20,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 
 from mlpjax.data import Configuration, DataError
-from mlpjax.neighbors import HostEdges, neighbor_list
+from mlpjax.graph.neighbors import HostEdges, neighbor_list
 
 
 class GraphBatch(NamedTuple):
