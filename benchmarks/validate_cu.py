@@ -170,9 +170,9 @@ def main(argv=None) -> int:
             "checks": report["checks"], "drift_float32": f32._asdict() if f32 is not None else None,
             "report": os.path.relpath(os.path.join(args.output, "report.json"), REPO), "wall_s": total,
         }
-        from mlpjax.validate import _to_jsonable
+        from mlpjax.validate import to_jsonable
 
-        write_json("validate_cu.json", _to_jsonable(payload))
+        write_json("validate_cu.json", to_jsonable(payload))
         how = "`taskset -c 1 python benchmarks/validate_cu.py" + (f" --model {args.model}" if args.model else "") + (" --quick" if args.quick else "") + "`"
         trained = "" if args.model else (
             f" Potential trained here: quickstart config, {train_info['epochs']} epochs in {train_info['train_wall_s']:.0f} s "
