@@ -231,8 +231,8 @@ class PotentialDef:
 
     def _static_species(self, numbers):
         """Species indices [n_atoms] for ``numbers``; None means "every atom is the only species"."""
-        if numbers is not None:
-            return jnp.asarray(self.species_indices(numbers))
+        if numbers is not None:  # numpy, not jax: safe to build inside a trace and keep
+            return np.asarray(self.species_indices(numbers), np.int32)
         if len(self.species) != 1:
             from ase.data import chemical_symbols
 

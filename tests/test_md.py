@@ -83,7 +83,7 @@ def test_jaxmd_energy_matches_ase_triclinic(cu_pot):
     assert abs(atoms.cell.array[0, 1]) > 0.1  # really not in standard (lower-triangular) form
     system = build_system(cu_pot, atoms, MDConfig())
     assert system.periodic
-    e, f = system.energy_and_forces()
+    e, f = system.energy_and_forces(cu_pot.variables)
     atoms.calc = cu_pot.calculator()
     e_ase, f_ase = atoms.get_potential_energy(), atoms.get_forces()
     assert abs(e - e_ase) < 1e-5 * max(1.0, abs(e_ase))
@@ -98,7 +98,7 @@ def test_jaxmd_energy_matches_ase_molecule(mol_pot):
     atoms = molecule("CH3CH2OH")
     system = build_system(mol_pot, atoms, MDConfig())
     assert not system.periodic
-    e, f = system.energy_and_forces()
+    e, f = system.energy_and_forces(mol_pot.variables)
     atoms.calc = mol_pot.calculator()
     assert abs(e - atoms.get_potential_energy()) < 1e-5 * max(1.0, abs(e))
     assert np.abs(f - atoms.get_forces()).max() < 1e-4
@@ -123,11 +123,11 @@ def test_multi_image_primitive_cell_equals_its_supercell(cu_pot):
     prim.rattle(0.05, seed=3)
     sys_small = build_system(cu_pot, prim, MDConfig())
     assert sys_small.n_copies > 1 and sys_small.n_atoms == 2
-    e_small, f_small = sys_small.energy_and_forces()
+    e_small, f_small = sys_small.energy_and_forces(cu_pot.variables)
     big = prim.repeat((4, 4, 4))
     sys_big = build_system(cu_pot, big, MDConfig())
     assert sys_big.repeats == (1, 1, 1)
-    e_big, f_big = sys_big.energy_and_forces()
+    e_big, f_big = sys_big.energy_and_forces(cu_pot.variables)
     assert abs(e_small / 2 - e_big / len(big)) < 1e-6
     np.testing.assert_allclose(f_small, f_big[:2], atol=1e-5)
     prim.calc = cu_pot.calculator()
@@ -185,7 +185,7 @@ def test_neighbor_overflow_is_detected_and_handled(cu_pot):
     assert result.neighbor_capacity > 108 * 18  # grew beyond the perfect-lattice count
     # final forces equal a computation with a freshly allocated list
     system = build_system(cu_pot, result.atoms, cfg)
-    _, f_fresh = system.energy_and_forces()
+    _, f_fresh = system.energy_and_forces(cu_pot.variables)
     np.testing.assert_allclose(result.forces, f_fresh, atol=2e-4)
     assert np.all(np.isfinite(result.thermo["E_tot_eV"]))
 

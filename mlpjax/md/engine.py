@@ -1,0 +1,196 @@
+"""The MD engine: pure, jitted ``init``/``record``/``chunk`` over (parameters, state), compiled once.
+
+    eng = md.engine(potential.definition, system, config)
+    state = eng.init(variables, keys, R, nbrs, targets)                 # leaves [R_runs, ...]
+    state, nbrs, records, overflow = eng.chunk(variables, state, nbrs, first_step, n_steps, targets)
+
+``variables`` is a :class:`~mlpjax.potential.PotentialParams` (network parameters + fitted
+E0/shift/scale), a **traced argument**: a second potential of the same architecture (a retrained
+model, an ensemble member, the same model loaded again) runs through the same executables, and
+``jax.grad`` of a function of the records with respect to ``variables`` differentiates through
+the trajectory (differentiable simulation). With ``params_batched=True`` every leaf of
+``variables`` carries a leading run axis (one parameter set per run: ensembles); otherwise all
+runs share one parameter set.
+
+**Runs.** The engine always maps over a leading axis of R ≥ 1 independent runs (``jax.vmap``):
+a single simulation is R = 1. State leaves are ``[R, ...]`` (positions ``[R, N, 3]`` in
+simulation coordinates, momenta ``[R, N, 3]`` amu·Å/ASE-time, forces ``[R, N, 3]`` eV/Å, the
+Langevin key ``[R, 2]``, Nosé–Hoover chains ``[R, chain_length]``), the neighbour list's ``idx``
+``[R, 2, capacity]``. ``targets`` (:class:`~mlpjax.md.config.Targets`) gives each run its own
+temperature (and ramp): traced, so runs at other temperatures share the compilation too.
+
+**Chunks.** ``chunk`` runs ``n_steps`` (static; a multiple of ``record_every``) steps: ``lax.scan``
+over records, ``fori_loop`` over the steps between them; records are ``[n_records, R, ...]``:
+E_pot ``epot`` (eV, one extra energy-only pass), E_kin ``ekin`` (eV), ``position``, ``momentum``,
+``force``, for periodic cells ``volume`` (Å³), ``pressure`` (eV/Å³: the virial from the
+potential's box derivative, jax_md.quantity.pressure, plus the kinetic term) and ``box``,
+``econs`` (eV, Nosé–Hoover extended energy) and ``min_dist`` (Å, when ``config.min_distance``).
+``overflow`` is True when any run's neighbour list overflowed: the host must then reallocate
+from the chunk's START state and rerun it (mlpjax.md.driver.run_chunked); a chunk computed with
+an overflowed list is never accepted.
+
+**Compilation.** :func:`engine` is a :func:`mlpjax.cache.compiled` factory keyed by static
+settings only: the architecture, the system's identity (composition, masses, cell, precision,
+skin; not its positions), the dynamics settings (:func:`~mlpjax.md.config.dynamics_settings`),
+``record_every`` and ``params_batched``. jax's jit cache then keys each call by shapes. No
+parameter is hashed anywhere. :func:`compile_stats` counts XLA compilations in this process
+(timings, and the tests that check nothing is recompiled).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mlpjax.cache import compiled
+from mlpjax.md.config import MDConfig, Targets, dynamics_settings
+from mlpjax.md.integrators import box_of, conserved_energy, degrees_of_freedom, integrator
+from mlpjax.md.system import MDSystem, cast_floats
+
+__all__ = ["Engine", "engine", "compile_stats"]
+
+
+class Engine(NamedTuple):
+    """The compiled parts of a simulation (see the module docstring)."""
+
+    system: MDSystem  # the system it was built for (its ``positions``: that structure's)
+    config: MDConfig  # the dynamics settings it was built for (dynamics_settings(config))
+    record_every: int  # steps between records
+    dof: int  # degrees of freedom of one run, for T = 2 E_kin / (dof k_B)
+    params_batched: bool  # variables carry a leading run axis
+    init: Callable  # jit (variables, keys [R, 2], R [R, N, 3], nbrs, targets, momenta [R, N, 3] | None) -> state
+    record: Callable  # jit (variables, state, nbrs, step, targets) -> records [R, ...]
+    chunk: Callable  # jit (variables, state, nbrs, first_step, n_steps (static), targets) -> (state, nbrs, records, overflow)
+    box_of: Callable  # one run's state -> its current box (NPT) or None
+
+    def cast(self, variables):
+        """``variables`` with every floating leaf in the simulation's precision."""
+        return cast_floats(variables, self.system.dtype)
+
+
+def engine(potential_def, system: MDSystem, config: MDConfig, *, record_every: int | None = None,
+           params_batched: bool = False) -> Engine:
+    """The (cached) engine of ``potential_def`` (a PotentialDef, or a Potential: its definition)
+    on ``system`` with ``config``'s dynamics; ``record_every`` defaults to ``config.log_every``."""
+    definition = getattr(potential_def, "definition", potential_def)
+    if definition != system.definition:
+        raise ValueError("the system was built for another potential architecture than the engine's")
+    record_every = int(record_every or config.log_every)
+    return _build(system, dynamics_settings(config), record_every, bool(params_batched),
+                  bool(jax.config.jax_enable_x64))
+
+
+@compiled(maxsize=8)
+def _build(system: MDSystem, config: MDConfig, record_every: int, params_batched: bool, x64: bool) -> Engine:
+    p_axis = 0 if params_batched else None
+
+    def bound(variables):
+        """The run's integrator and energy with ``variables`` bound (called while tracing)."""
+        energy = functools.partial(system.energy, variables)
+        force = functools.partial(system.force, variables)
+        return integrator(system, config, energy, force), energy
+
+    def record_one(variables, state, nbrs, kT, pressure):
+        from jax_md import quantity
+
+        integ, energy = bound(variables)
+        box = integ.box_of(state)
+        kw = {} if box is None else {"box": box}
+        ekin = 0.5 * jnp.sum(state.momentum**2 / system.masses[:, None])
+        out = {
+            "epot": energy(state.position, neighbor=nbrs, **kw),
+            "ekin": ekin,
+            "position": state.position,
+            "momentum": state.momentum,
+            "force": state.force,
+        }
+        if system.periodic:
+            b = system.box if box is None else box
+            out["volume"] = jnp.abs(jnp.linalg.det(b))
+            out["pressure"] = quantity.pressure(energy, state.position, b, ekin, neighbor=nbrs)
+            out["box"] = b
+        if config.min_distance is not None:
+            out["min_dist"] = _min_distance(system, state.position, nbrs, box)
+        econs = conserved_energy(config, energy, state, nbrs, kT, pressure)
+        if econs is not None:
+            out["econs"] = econs
+        return out
+
+    def record(variables, state, nbrs, step, targets):
+        k = jnp.asarray(step).astype(state.position.dtype)  # ramps in the simulation's precision
+        kT = targets.kT_at(config, k)
+        return jax.vmap(record_one, in_axes=(p_axis, 0, 0, 0, None))(variables, state, nbrs, kT, config.pressure_at(k))
+
+    def init(variables, keys, R, nbrs, targets, momenta=None):
+        def one(v, key, r, nb, kT):
+            return bound(v)[0].init(key, r, nb, kT)
+
+        state = jax.vmap(one, in_axes=(p_axis, 0, 0, 0, 0))(variables, keys, R, nbrs, targets.kT_at(config, 0.0))
+        if momenta is not None:
+            state = state.set(momentum=momenta)
+        return cast_floats(state, system.dtype)
+
+    def step_one(variables, state, nbrs, kT, pressure):
+        return bound(variables)[0].step(state, nbrs, kT, pressure)
+
+    step_all = jax.vmap(step_one, in_axes=(p_axis, 0, 0, 0, None))
+
+    def chunk(variables, state, nbrs, first_step, n_steps, targets):
+        if n_steps % record_every:
+            raise ValueError(f"n_steps ({n_steps}) must be a multiple of record_every ({record_every})")
+
+        def step(i, carry):
+            state, nbrs, k = carry
+            k = k + 1
+            kf = k.astype(state.position.dtype)
+            state, nbrs = step_all(variables, state, nbrs, targets.kT_at(config, kf), config.pressure_at(kf))
+            return state, nbrs, k
+
+        def between_records(carry, _):
+            carry = jax.lax.fori_loop(0, record_every, step, carry)
+            state, nbrs, k = carry
+            return carry, record(variables, state, nbrs, k, targets)
+
+        first = jnp.asarray(first_step, jnp.int32)
+        (state, nbrs, _), records = jax.lax.scan(between_records, (state, nbrs, first), None,
+                                                 length=n_steps // record_every)
+        overflow = jnp.any(nbrs.did_buffer_overflow) | jnp.any(nbrs.cell_size_too_small)
+        return state, nbrs, records, overflow
+
+    return Engine(system=system, config=config, record_every=record_every, dof=degrees_of_freedom(system, config),
+                  params_batched=params_batched, init=jax.jit(init), record=jax.jit(record),
+                  chunk=jax.jit(chunk, static_argnames="n_steps"), box_of=box_of(config))
+
+
+def _min_distance(system: MDSystem, R, nbrs, box):
+    """Å, the shortest listed pair distance (images included)."""
+    n = system.n_atoms * system.n_copies
+    recv, send = nbrs.idx[0], nbrs.idx[1]
+    mask = recv < n
+    pos = system.expand(R)
+    dkw = {} if box is None else {"box": system.super_box(box)}
+    vec = jax.vmap(functools.partial(system.nbr_displacement_fn, **dkw))(
+        pos[jnp.where(mask, send, 0)], pos[jnp.where(mask, recv, 0)])
+    r = jnp.sqrt(jnp.sum(vec**2, axis=-1) + jnp.where(mask, 0.0, 1.0))
+    return jnp.min(jnp.where(mask, r, jnp.inf))
+
+
+# ----------------------------------------------------------------------------- compile accounting
+_COMPILES = {"count": 0, "seconds": 0.0}
+
+
+def _on_duration(event: str, duration: float, **kwargs) -> None:
+    if event == "/jax/core/compile/backend_compile_duration":
+        _COMPILES["count"] += 1
+        _COMPILES["seconds"] += float(duration)
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+
+def compile_stats() -> tuple[int, float]:
+    """(number of XLA backend compilations, their total seconds) in this process so far."""
+    return _COMPILES["count"], _COMPILES["seconds"]
