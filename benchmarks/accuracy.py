@@ -5,7 +5,7 @@
         --train ../shared/data/rmd17-ethanol/train.xyz --test ../shared/data/rmd17-ethanol/test_MD.xyz \\
         --models schnet,painn,nequip,mace --minutes 60 --config-tag rmd17
 
-Each model trains with ``mlpjax.train.train`` on the same training structures (a fixed 5 %
+Each model trains with ``mlpjax.training.train`` on the same training structures (a fixed 5 %
 of them held out for validation/early stopping, same split seed), with the same
 ``max_time_minutes``; model hyperparameters come from ``experiments/configs/<model>_<tag>.yaml``
 when ``--config-tag`` names one that exists (its own time/epoch limits are overridden by the
@@ -128,7 +128,7 @@ def _run_one(name, args, train_set, test_set) -> dict:
     import jax
     import numpy as np
 
-    from mlpjax.train import train
+    from mlpjax.training import train
 
     cfg, source = _config_for(name, args)
     print(f"\n=== {name} ({source}), {len(train_set)} training structures, {args.minutes:g} min", flush=True)

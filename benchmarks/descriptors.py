@@ -79,7 +79,7 @@ def _median_time(fn, repeat):
 
 def mlpjax_fns(kind, atoms, species):
     """(value_fn, grad_fn, n_features, value_for_check) on fixed neighbour arrays."""
-    from mlpjax import descriptors as D
+    from mlpjax.models import descriptors as D
     from mlpjax.graph import species_indices
     from mlpjax.graph.neighbors import neighbor_list
 

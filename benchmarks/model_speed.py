@@ -11,7 +11,7 @@ Method
   cells) atoms, slightly rattled; cutoff 5 Å for every model.
 * Inference: ``jax.jit(potential.predict)`` on one padded graph (energy, forces, stress from the
   single shared gradient), median wall time over repeats after one compile call.
-* Training step: ``mlpjax.train.make_step_fns`` (loss on energy/forces/stress, Adam, EMA) on a
+* Training step: ``mlpjax.training.make_step_fns`` (loss on energy/forces/stress, Adam, EMA) on a
   batch of that one structure, median over repeats.
 * MD: ``mlpjax.md.simulate`` NVE, 2 fs, chunks of 10 steps, median chunk; only where the cell is
   at least twice cutoff + skin wide (jax-md's minimum image).
@@ -82,7 +82,7 @@ def _bench_size(pot, tcfg, predict, n, quick, md):
 
     from mlpjax.data import Configuration
     from mlpjax.graph import budget_for_single, pack, to_graph
-    from mlpjax.train import init_state, make_plateau, make_step_fns
+    from mlpjax.training import init_state, make_plateau, make_step_fns
 
     model = pot.model
     atoms = _structure(n)
@@ -130,7 +130,7 @@ def bench_one(model: str, sizes: list[int], quick: bool, md: bool) -> dict:
     from mlpjax.data import Configuration
     from mlpjax.graph import budget_for_single, pack, to_graph
     from mlpjax.potential import Potential
-    from mlpjax.train import init_state, make_plateau, make_step_fns
+    from mlpjax.training import init_state, make_plateau, make_step_fns
 
     overrides = BENCH_CONFIGS.get(model, {})
     cfg = models.make_config(model, overrides)

@@ -12,17 +12,17 @@ Method
 * Each (model, preset) runs in its own process (compiled code and float64 mode do not leak) with
   the preset's TrainConfig fields (batch size, dtype, optimiser, loss weights; TrainConfig's
   defaults where the preset has none) through the library's own training path:
-  ``mlpjax.train.prepare_potential`` (normalisation, initial parameters, descriptor
+  ``mlpjax.training.prepare_potential`` (normalisation, initial parameters, descriptor
   standardisation), ``make_budget``, ``make_step_fns`` (loss on energies and forces from the one
   ``jax.grad``, clipping, Adam, EMA), ``init_state`` and shuffled ``batches`` as in an epoch.
 * compile s = wall time of the first training step − the median step; s/step = median over
   ``--steps`` later steps (fewer when they exceed ``--max-step-seconds`` in total, at least 3);
   projected s/epoch = steps per epoch × s/step (the validation pass, forward only on 50
   structures, and host-side batching are not included). Where the projection is below
-  ``--full-epoch-seconds``, one whole epoch is also timed as ``mlpjax.train.train`` runs it
+  ``--full-epoch-seconds``, one whole epoch is also timed as ``mlpjax.training.train`` runs it
   (batches packed on the fly, losses fetched at the end) plus the validation pass: "measured
   s/epoch" (checkpoint writing excluded). init s = ``prepare_potential``.
-* GAP has no steps: its closed-form fit (``mlpjax.train.train`` → ``mlpjax.gap.fit``: sparse
+* GAP has no steps: its closed-form fit (``mlpjax.training.train`` → ``mlpjax.models.gap.fit``: sparse
   points, design matrix, normal equations) is timed on ``--gap-structures`` training structures.
 * Parameters = trainable leaves (the ``params`` collection; GAP: the weights α).
 * Accuracy: the measured test MAEs of the ``small`` settings (1,000 unseen ``test_MD``
@@ -87,7 +87,7 @@ def bench_one(model: str, name: str, train_path: str, steps: int, max_step_secon
     from mlpjax import data, models, presets
     from mlpjax.config import config_from_dict
     from mlpjax.graph import batches, make_budget, to_graphs
-    from mlpjax.train import _dtype, init_state, make_plateau, make_step_fns, prepare_potential, train
+    from mlpjax.training import init_state, make_plateau, make_step_fns, prepare_potential, resolve_dtype, train
 
     fields = presets.preset(model, name)
     cfg = config_from_dict({**fields, "valid_fraction": 0.05, "test_fraction": 0.0, "split_seed": 0})
@@ -108,7 +108,7 @@ def bench_one(model: str, name: str, train_path: str, steps: int, max_step_secon
         row["n_sparse_used"] = [int(v) for v in mask.sum(axis=1)]
         return row
 
-    dtype = _dtype(cfg)
+    dtype = resolve_dtype(cfg)
     species = data.species_in(train_set)
     t0 = time.perf_counter()
     train_graphs = to_graphs(train_set, species, cfg.cutoff)
@@ -146,7 +146,7 @@ def bench_one(model: str, name: str, train_path: str, steps: int, max_step_secon
     row.update(steps_per_epoch=steps_per_epoch, steps_timed=len(times), compile_s=max(first - step, 0.0), step_s=step,
                epoch_s=steps_per_epoch * step, budget={"n_nodes": budget.n_nodes, "n_edges": budget.n_edges, "n_graphs": budget.n_graphs})
     if steps_per_epoch * step <= full_epoch_seconds:
-        # one whole epoch as mlpjax.train.train runs it: batches packed on the fly, losses fetched at
+        # one whole epoch as mlpjax.training.train runs it: batches packed on the fly, losses fetched at
         # the end, then the validation pass (its compilation done beforehand, as after epoch 1)
         valid_batches = list(batches(valid_graphs, budget, shuffle=False, dtype=dtype))
         jax.block_until_ready(fns.eval_step(state.ema_params, valid_batches[0]))
@@ -288,10 +288,10 @@ def main(argv=None) -> int:
         shown = _without_note(argv if argv is not None else sys.argv[1:])
         body = (f"`benchmarks/preset_cost.py {' '.join(shown)}`, {env['affinity']}: "
                 f"rMD17 ethanol, {rows[0].get('n_train', 950) if rows else 950} training structures; each preset's own "
-                "batch size and dtype; training step = `mlpjax.train.make_step_fns` (energies + forces, Adam, EMA); "
+                "batch size and dtype; training step = `mlpjax.training.make_step_fns` (energies + forces, Adam, EMA); "
                 "compile = first step − median step; ms/step = median of up to "
                 f"{args.steps} steps after it; projected s/epoch = steps per epoch × time per step; measured s/epoch = one whole epoch as "
-                "`mlpjax.train.train` runs it (batching on the fly) + the validation pass, where the projection is "
+                "`mlpjax.training.train` runs it (batching on the fly) + the validation pass, where the projection is "
                 f"below {args.full_epoch_seconds:g} s. "
                 "GAP: the closed-form fit instead. Accuracy: test MAE on the 1,000 `test_MD` structures of the "
                 "`small` settings' earlier runs on one core (not re-measured here), published GPU figures for "

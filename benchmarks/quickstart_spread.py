@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     from mlpjax import data
     from mlpjax.config import load_config, override
     from mlpjax.data.emt import emt_cu
-    from mlpjax.train import train
+    from mlpjax.training import train
 
     cores = len(os.sched_getaffinity(0))
     work = args.workdir or tempfile.mkdtemp(prefix="qs_spread_")

@@ -48,7 +48,7 @@ CONFIG = os.path.join(REPO, "experiments", "configs", "quickstart_cu.yaml")
 
 def _train(args, configs):
     from mlpjax.config import load_config, override
-    from mlpjax.train import train
+    from mlpjax.training import train
 
     cfg = override(load_config(CONFIG), max_time_minutes=args.train_minutes)
     tmp = tempfile.mkdtemp(prefix="mlpjax_validate_cu_")

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     from mlpjax.config import load_config, override
     from mlpjax.data.emt import EMT_CU_LATTICE, emt_cu
     from mlpjax.md import MDConfig, simulate
-    from mlpjax.train import train
+    from mlpjax.training import train
 
     out = args.output
     os.makedirs(out, exist_ok=True)

@@ -286,7 +286,7 @@ _TRAIN_FLAGS = {  # TrainConfig field → the train flag that sets it
 def _cmd_train(args) -> int:
     from mlpjax import data
     from mlpjax.config import ConfigError, TrainConfig, load_config, override
-    from mlpjax.train import train
+    from mlpjax.training import train
 
     if args.preset and args.config:
         raise ConfigError("--preset and --config both set the model and its training settings: use one (the preset's "

@@ -17,7 +17,7 @@ Example ``train.yaml``::
     schedule: warmup_cosine
     forces_weight: 1.0
 
-Loss (see :mod:`mlpjax.train`): all terms are dimensionless, normalised by one
+Loss (see :mod:`mlpjax.training.loss`): all terms are dimensionless, normalised by one
 energy scale σ [eV] = RMS of the training forces (×1 Å), the same number the
 potential multiplies its network output by (as in MACE/NequIP)::
 

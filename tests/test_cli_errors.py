@@ -318,7 +318,7 @@ def test_warnings_print_as_one_line_and_the_hook_is_restored(monkeypatch, files,
 
 def test_train_strict_reaches_the_python_api(monkeypatch, files, capsys):
     """--strict is passed to mlpjax.train.train; a unit-sanity DataError from it is a one-line error."""
-    import mlpjax.train
+    import mlpjax.training
     from mlpjax.data import DataError
 
     data = files.dir / "cuau_small.xyz"
@@ -329,7 +329,7 @@ def test_train_strict_reaches_the_python_api(monkeypatch, files, capsys):
         seen.append(kwargs["strict"])
         raise DataError("energies span 1e4 eV/atom: meV written as eV? pass --units meV", source=str(data))
 
-    monkeypatch.setattr(mlpjax.train, "train", fake_train)
+    monkeypatch.setattr(mlpjax.training, "train", fake_train)
     for flags, strict in (([], False), (["--strict"], True)):
         code, err = _run(["train", "--train", data, "--output", files.dir / "o7", "--config", files.yaml, "--quiet", *flags], capsys)
         _assert_one_line_error(code, err, "train", "cuau_small.xyz", "--units meV")

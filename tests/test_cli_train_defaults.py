@@ -6,7 +6,7 @@ import os
 import pytest
 
 import mlpjax
-import mlpjax.train as train_mod
+import mlpjax.training as train_mod
 from mlpjax import presets
 from mlpjax.cli import main
 from mlpjax.config import TrainConfig

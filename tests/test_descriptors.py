@@ -1,4 +1,4 @@
-"""Descriptors (mlpjax.descriptors): agreement with dscribe (ACSF) and with an independent
+"""Descriptors (mlpjax.models.descriptors): agreement with dscribe (ACSF) and with an independent
 NumPy loop implementation (ANI AEV), differentiability, jit/vmap, and overflow handling."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlpjax import descriptors as D
+from mlpjax.models import descriptors as D
 
 RC = 5.0
 G2 = [(0.5, 1.0), (2.0, 2.5), (0.1, 0.0)]

@@ -9,11 +9,12 @@ import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from mlpjax import gap, potential
+from mlpjax import potential
+from mlpjax.models.gap import fitting as gap
 from mlpjax.config import TrainConfig
 from mlpjax.data import Configuration
 from mlpjax.graph import batches, make_budget, to_graphs
-from mlpjax.train import train
+from mlpjax.training import train
 
 MODEL = {"n_max": 4, "l_max": 3, "sigma": 0.5, "n_sparse": 60, "zeta": 4}
 CUTOFF = 4.0

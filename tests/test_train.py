@@ -14,7 +14,7 @@ import pytest
 from mlpjax import data, load
 from mlpjax._io import CorruptFileError
 from mlpjax.config import TrainConfig, config_from_dict, dump_config, load_config, override
-from mlpjax.train import load_checkpoint, potential_from_checkpoint, prepare_potential, train
+from mlpjax.training import load_checkpoint, potential_from_checkpoint, prepare_potential, train
 from mlpjax.validate import predict_dataset
 
 TINY = dict(features=8, interactions=1, num_rbf=8, filter_hidden=8)

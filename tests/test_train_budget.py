@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import mlpjax
-import mlpjax.train as train_mod
+import mlpjax.training.loop as train_mod
 from mlpjax.config import TrainConfig
-from mlpjax.train import load_checkpoint, train
+from mlpjax.training import load_checkpoint, train
 
 from conftest import emt_cu_frames
 

@@ -11,7 +11,7 @@ from ase.io import write as ase_write
 from mlpjax import data, units
 from mlpjax.cli import main
 from mlpjax.config import TrainConfig
-from mlpjax.train import check_data_units
+from mlpjax.training import check_data_units
 from mlpjax.data.unit_check import check_units, energy_force_slope
 
 from conftest import emt_cu_frames

@@ -94,7 +94,7 @@ def test_parity_plot_from_predictions(tmp_path):
 def test_predict_dataset_matches_calculator(tmp_path):
     from ase.build import bulk, molecule
 
-    from mlpjax.train import prepare_potential
+    from mlpjax.training import prepare_potential
 
     atoms_list = [bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1)), bulk("Cu", "fcc", a=3.7, cubic=True)]
     atoms_list[0].rattle(0.05, seed=1)

@@ -1,13 +1,13 @@
 """ANI-style potential (Smith, Isayev & Roitberg, Chem. Sci. 8, 3192 (2017); ANI-1x, J. Chem.
 Phys. 148, 241733 (2018)) in Flax linen.
 
-E = Σ_i NN_{Z_i}(AEV_i): the ANI atomic environment vector (:func:`mlpjax.descriptors.ani_aev`,
+E = Σ_i NN_{Z_i}(AEV_i): the ANI atomic environment vector (:func:`mlpjax.models.descriptors.ani_aev`,
 radial terms to the model cutoff, modified angular terms with θ_s sections to a shorter angular
 cutoff), standardised per element on the training data, then one CELU (α = 0.1) network per
 element. The defaults are ANI-1x's: radial cutoff 5.2 Å (set ``cutoff: 5.2`` in the training
 config), angular cutoff 3.5 Å, 16 radial and 4 × 8 angular shifts, per-element networks
 160-128-96. With another cutoff the same numbers of shifts are spread up to it
-(:meth:`mlpjax.descriptors.AEVParams.scaled`).
+(:meth:`mlpjax.models.descriptors.AEVParams.scaled`).
 
 Ensembles ("ensemble-ready"): the parameters are an ordinary pytree, so an ensemble is a
 leading axis on them (``jax.vmap`` of ``init`` over keys, of ``apply`` over parameters); the
@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 
 
-from mlpjax import descriptors
+from mlpjax.models import descriptors
 from mlpjax.models.atomic_nets import DescriptorNetwork, data_init  # noqa: F401 (data_init: registry hook)
 
 

@@ -2,12 +2,12 @@
 per-element feature standardisation fitted on the training data.
 
 A descriptor model computes fixed features x_i [n_nodes, F] of each atom's neighbourhood
-(:mod:`mlpjax.descriptors`), standardises them per element, x̃ = (x − μ_Z) / s_Z, and feeds
+(:mod:`mlpjax.models.descriptors`), standardises them per element, x̃ = (x − μ_Z) / s_Z, and feeds
 x̃ to the network of atom i's element, whose output is the atomic energy (dimensionless;
 :class:`mlpjax.potential.Potential` scales it to eV). μ_Z and s_Z live in the Flax variable
 collection ``"scaling"`` (not ``"params"``): they get no gradient (``stop_gradient``), no
 weight decay, and are set once before training by :func:`fit_feature_scaling`, which
-:func:`mlpjax.train.prepare_potential` calls through the model module's ``data_init`` hook.
+:func:`mlpjax.training.prepare_potential` calls through the model module's ``data_init`` hook.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Behler–Parrinello neural network (Behler & Parrinello, PRL 98, 146401 (2007); Behler,
 J. Chem. Phys. 134, 074106 (2011)) in Flax linen.
 
-E = Σ_i NN_{Z_i}(G̃_i): atom-centred symmetry functions G_i (:func:`mlpjax.descriptors.acsf`,
+E = Σ_i NN_{Z_i}(G̃_i): atom-centred symmetry functions G_i (:func:`mlpjax.models.descriptors.acsf`,
 element-resolved radial G2 and angular G4/G5 with the cosine cutoff), standardised per
 element on the training data (:func:`mlpjax.models.atomic_nets.fit_feature_scaling`), then one
 feed-forward network per element. The symmetry functions default to a grid made from the
-cutoff (:func:`mlpjax.descriptors.acsf_grid`); explicit ``g2``/``g4``/``g5`` lists replace it.
+cutoff (:func:`mlpjax.models.descriptors.acsf_grid`); explicit ``g2``/``g4``/``g5`` lists replace it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 
-from mlpjax import descriptors
+from mlpjax.models import descriptors
 from mlpjax.models.atomic_nets import DescriptorNetwork, data_init  # noqa: F401 (data_init: registry hook)
 
 
@@ -27,7 +27,7 @@ class BPNNConfig:
     mandatory keywords of their ``input.nn``). These defaults are mlpjax's own: Behler's tanh
     networks and cosine cutoff (``cutoff_type 1``), two hidden layers (as n2p2's minimal
     example, wider here), and a symmetry-function grid built from the cutoff
-    (:func:`mlpjax.descriptors.acsf_grid`). The setting measured on rMD17 ethanol on one CPU
+    (:func:`mlpjax.models.descriptors.acsf_grid`). The setting measured on rMD17 ethanol on one CPU
     core is the ``small`` preset (:mod:`mlpjax.presets`, ``experiments/configs/bpnn_rmd17cpu.yaml``).
     """
 

@@ -1,10 +1,10 @@
 """Fitting and predictive variance of the GAP-style SOAP + sparse GP potential.
 
-See :mod:`mlpjax.models.gap` for the model and the equations. ``mlpjax train --model gap``
-(and :func:`mlpjax.train.train` with ``model: gap``) ends up in :func:`fit`: no epochs and
+See :mod:`mlpjax.models.gap.model` for the model and the equations. ``mlpjax train --model gap``
+(and :func:`mlpjax.training.train` with ``model: gap``) ends up in :func:`fit`: no epochs and
 no optimiser, one pass over the training data to build the normal equations, a Cholesky
-solve, then the same validation/test metrics, model file and parity plot as every model.
-The linear algebra runs in float64 whatever ``dtype`` says.
+solve, then the same validation/test metrics, model file and parity plot as every model
+(:func:`mlpjax.training.finalize`). The linear algebra runs in float64 whatever ``dtype`` says.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlpjax import data as _data
+from mlpjax import models as _models
+from mlpjax.config import dump_config
 from mlpjax.graph import batches, make_budget, to_graphs
+from mlpjax.training import TrainResult, cast_floats, finalize, prepare_potential, split_data
 
 
 def _module(pot):
-    from mlpjax import models
-
-    return models.build_module(pot.model, pot.model_config, num_species=len(pot.species), cutoff=pot.cutoff,
+    return _models.build_module(pot.model, pot.model_config, num_species=len(pot.species), cutoff=pot.cutoff,
                                avg_num_neighbors=pot.avg_num_neighbors)
 
 
@@ -121,7 +122,7 @@ def _design_fn(pot, compute_stress: bool, chunk: int = 64):
 
     Energies and forces are linear in α. With g_G(R) = Σ_{i∈G} k_i(R) ∈ R^{S·M} (atom i's
     kernel row placed in its element's block), the potential's energy is
-    E_G = Σ_i (E0 + shift) + s α·(g_G − Σ_i g_iso(Z_i)) (:meth:`Potential.atomic_energies`), so
+    E_G = Σ_i (E0 + shift) + s α·(g_G − Σ_i g_iso(Z_i)) (:meth:`mlpjax.potential.PotentialDef.atomic_energies`), so
     Φ_E = s (g_G − Σ_i g_iso), Φ_F = −s ∂g/∂R (forward mode, 3N tangents, ``chunk`` at a time)
     and Φ_σ = (s / V) ∂g/∂ε with the same symmetric strain as
     :func:`mlpjax.potential.compute_properties`. y₀ = the potential's prediction at α = 0.
@@ -228,10 +229,7 @@ def _targets(batch, cfg, compute_stress: bool):
 
 
 def fit(config, train_configs, valid_configs=None, *, output_dir, test_configs=None, progress: bool = True):
-    """Fit a GAP potential (see the module docstring); returns a :class:`mlpjax.train.TrainResult`."""
-    from mlpjax.config import dump_config
-    from mlpjax.train import TrainResult, _cast, _init_params, _split, finalize, prepare_potential
-
+    """Fit a GAP potential (see the module docstring); returns a :class:`mlpjax.training.TrainResult`."""
     jax.config.update("jax_enable_x64", True)
     t0 = time.monotonic()
     output_dir = os.fspath(output_dir)
@@ -239,13 +237,13 @@ def fit(config, train_configs, valid_configs=None, *, output_dir, test_configs=N
     all_input = list(train_configs)
     if not all_input:
         raise ValueError("no training configurations")
-    train_set, valid_set, test_set, split_info = _split(config, all_input, valid_configs, test_configs)
+    train_set, valid_set, test_set, split_info = split_data(config, all_input, valid_configs, test_configs)
     dump_config(config, os.path.join(output_dir, "config.yaml"))
     cfg = config.model_config_obj()
     species = _data.species_in(all_input)
     graphs = to_graphs(train_set, species, config.cutoff)
     pot = prepare_potential(config, train_set, graphs=graphs, species=species, init=False)
-    pot = pot.replace(params=_cast(_init_params(pot, int(config.seed)), jnp.float64))
+    pot = pot.replace(params=cast_floats(pot.init_params(jax.random.PRNGKey(int(config.seed))), jnp.float64))
     log = {"n_train": len(train_set)}
 
     # 1. descriptors and sparse points

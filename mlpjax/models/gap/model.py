@@ -19,15 +19,15 @@ the same single ``jax.grad`` as in MD); W: 1/σ² per observation (σ_E √N per
 energy, σ_F per force component); K_MM: the sparse points' kernel (block-diagonal over
 elements), δ: prior standard deviation of ε (in units of the potential's energy scale).
 
-Predictive variance of a structure energy (:func:`mlpjax.gap.predict_with_std`)::
+Predictive variance of a structure energy (:func:`mlpjax.models.gap.predict_with_std`)::
 
     var(E) = φᵀ Σ_α φ + δ² s² (k** − k*ᵀ K_MM⁻¹ k*)
 
 φ = ∂E/∂α; the second (DTC) term grows when the structure's environments are poorly
 represented by the sparse set, i.e. outside the training distribution.
 
-The fitting lives in :mod:`mlpjax.gap` (called by :func:`mlpjax.train.train` for
-``model: gap``); this module holds the configuration and the Flax module, whose parameters
+The fitting lives in :mod:`mlpjax.models.gap.fitting` (called by :func:`mlpjax.training.train`
+for ``model: gap``); this module holds the configuration and the Flax module, whose parameters
 are {"params": {"alpha": [S, M]}, "gap": {"sparse": [S, M, F], "sparse_mask": [S, M]}}.
 """
 
@@ -39,7 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mlpjax import descriptors
+from mlpjax.models import descriptors
 from mlpjax.models.common import EdgeModel
 
 
@@ -126,16 +126,3 @@ class GAP(EdgeModel):
             return k
         return jnp.sum(k * alpha.astype(x.dtype)[species], axis=-1)
 
-
-def fit(*args, **kwargs):
-    """Closed-form fit, see :func:`mlpjax.gap.fit` (registry hook used by mlpjax.train.train)."""
-    from mlpjax.gap import fit as _fit
-
-    return _fit(*args, **kwargs)
-
-
-def data_init(pot, params, graphs):
-    """Sparse-point selection on the given structures (see :func:`mlpjax.gap.init_sparse`)."""
-    from mlpjax.gap import init_sparse
-
-    return init_sparse(pot, params, graphs)

@@ -1,0 +1,65 @@
+"""Training: normalisation from the data, jitted steps, EMA, early stopping, checkpoints.
+
+One idea per module:
+
+* :mod:`~mlpjax.training.prepare` — the data split, the unit sanity check, the float dtype
+  and :func:`prepare_potential` (E0, energy shift and scale, initial parameters);
+* :mod:`~mlpjax.training.loss` — error sums over a padded batch and the dimensionless loss
+  (formula in :mod:`mlpjax.config`);
+* :mod:`~mlpjax.training.steps` — optimiser, schedule, plateau controller and the jitted
+  ``train_step`` / ``eval_step``, compiled once per architecture and step settings
+  (:func:`compiled_steps`, a :func:`mlpjax.cache.compiled` factory; the fitted
+  normalisation is a traced argument);
+* :mod:`~mlpjax.training.checkpoints` — checksummed, atomic checkpoints with a fallback;
+* :mod:`~mlpjax.training.loop` — :func:`train` and :func:`finalize` (metrics, model file,
+  parity plot), shared with closed-form fits (GAP).
+
+Training imports neither MD nor the physical checks of :mod:`mlpjax.validate` (only its
+metrics and parity plot, when a run finishes).
+"""
+
+from mlpjax.training.checkpoints import (
+    CHECKPOINT_MAGIC,
+    CHECKPOINT_NAME,
+    PREV_CHECKPOINT_NAME,
+    check_resumable,
+    load_checkpoint,
+    potential_from_checkpoint,
+    save_checkpoint,
+)
+from mlpjax.training.loop import LOG_COLUMNS, TrainResult, finalize, train
+from mlpjax.training.loss import error_sums, loss_from_sums
+from mlpjax.training.prepare import (
+    cast_floats,
+    check_data_units,
+    data_sources,
+    prepare_potential,
+    resolve_dtype,
+    split_data,
+)
+from mlpjax.training.steps import (
+    StepFns,
+    StepSettings,
+    TrainState,
+    compiled_steps,
+    init_state,
+    make_optimizer,
+    make_plateau,
+    make_schedule,
+    make_step_fns,
+)
+
+__all__ = [
+    # loop
+    "train", "TrainResult", "finalize", "LOG_COLUMNS",
+    # prepare
+    "prepare_potential", "split_data", "check_data_units", "resolve_dtype", "cast_floats", "data_sources",
+    # steps
+    "TrainState", "StepFns", "StepSettings", "compiled_steps", "make_step_fns", "init_state",
+    "make_optimizer", "make_schedule", "make_plateau",
+    # loss
+    "error_sums", "loss_from_sums",
+    # checkpoints
+    "save_checkpoint", "load_checkpoint", "potential_from_checkpoint", "check_resumable",
+    "CHECKPOINT_NAME", "PREV_CHECKPOINT_NAME", "CHECKPOINT_MAGIC",
+]
