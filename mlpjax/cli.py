@@ -430,9 +430,9 @@ def _cmd_validate(args) -> int:
 
 # -------------------------------------------------------------------------------- md
 def _density_g_cm3(atoms, volume_A3: float) -> float:
-    from ase import units
+    from mlpjax.units import AVOGADRO
 
-    return float(atoms.get_masses().sum() / units.mol / (volume_A3 * 1e-24))
+    return float(atoms.get_masses().sum() / AVOGADRO / (volume_A3 * 1e-24))  # amu / N_A = g; 1 Å³ = 1e-24 cm³
 
 
 def _cmd_md(args) -> int:
@@ -520,8 +520,6 @@ def _check_md_options(args) -> None:
         raise _config_error("--restart-every needs --restart-out FILE", "--restart-every")
     if args.replicas is None and args.replica_temperatures is None:
         return
-    if args.restart or args.restart_out:
-        raise _config_error("--restart/--restart-out do not work with --replicas", "--replicas")
     temps = args.replica_temperatures
     n = args.replicas if args.replicas is not None else len(temps)
     if temps is not None and len(temps) != n:
@@ -550,7 +548,8 @@ def _md_replicas(args, pot, structure, cfg) -> int:
     )
     t0 = time.perf_counter()
     result = simulate_replicas(pot, structure, cfg, temperatures_K=temps, seeds=seeds, logs=logs, trajectories=trajs,
-                               progress=not args.quiet)
+                               progress=not args.quiet, restart=args.restart, restart_out=args.restart_out,
+                               restart_every=args.restart_every)
     wall = time.perf_counter() - t0
     n_atoms = len(structure)
     for k, th in enumerate(result.thermo):
@@ -571,7 +570,8 @@ def _md_replicas(args, pot, structure, cfg) -> int:
         f"atom-steps/s) after {t['compile_s']:.1f} s compilation; neighbour list {result.neighbor_capacity} pairs per "
         f"replica, {result.n_neighbor_reallocations} reallocation(s); wall {wall:.1f} s"
     )
-    for label, paths in (("trajectories", trajs), ("thermo logs", logs)):
+    for label, paths in (("trajectories", trajs), ("thermo logs", logs),
+                         ("restart (all replicas)", [args.restart_out] if args.restart_out else None)):
         if paths:
             print(f"  {label}: {', '.join(paths)}")
     return 0

@@ -168,30 +168,3 @@ def test_cli_npt_with_restart(pot, tmp_path, capsys):
     assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(0, 81, 10))
     frames = ase.io.read(tmp_path / "t.traj", ":")
     assert [f.info.get("step") for f in frames] == [0, 20, 40, 60, 80] or len(frames) == 5
-
-
-def test_compiled_engine_is_reused_only_for_the_same_dynamics(pot, tmp_path):
-    """simulate reuses the compiled functions of an earlier run of the same potential object on
-    the same cell with the same dynamics (other seed, start positions or output settings), and
-    never across potentials, cells, timesteps, ensembles or ramp lengths. (Nothing is compiled
-    here: the engines are built, not run.)"""
-    from mlpjax.md import _engine
-
-    a, b = _cu(seed=7), _cu(seed=8)  # same cell, other positions
-    cfg = MDConfig(ensemble="nvt", steps=100, dtype="float32")
-    e1 = _engine(pot, a, cfg, 10)
-    e2 = _engine(pot, b, dataclasses.replace(cfg, seed=5, steps=300, chunk_steps=7), 10)
-    assert e2.chunk_fn is e1.chunk_fn and e2.start is e1.start
-    pot.save(tmp_path / "m.mlpjax")  # the same model loaded from its file (the CLI's restarts)
-    assert _engine(load(tmp_path / "m.mlpjax"), a, cfg, 10).chunk_fn is e1.chunk_fn
-    np.testing.assert_array_equal(np.asarray(e2.system.positions), np.asarray(build_system(pot, b, cfg).positions))
-    other_pot = pot.replace(params=jax.tree_util.tree_map(lambda x: x * 1.01, pot.params))
-    strained = a.copy()
-    strained.set_cell(a.cell * 1.01, scale_atoms=True)
-    ramp = MDConfig(ensemble="nvt", steps=100, temperature_final_K=600.0, dtype="float32")
-    for other in (_engine(other_pot, a, cfg, 10), _engine(pot, strained, cfg, 10), _engine(pot, a, cfg, 20),
-                  _engine(pot, a, MDConfig(ensemble="nvt", steps=100, timestep_fs=2.0, dtype="float32"), 10),
-                  _engine(pot, a, MDConfig(ensemble="nve", steps=100, dtype="float32"), 10),
-                  _engine(pot, a, ramp, 10)):
-        assert other.chunk_fn is not e1.chunk_fn
-    assert _engine(pot, a, ramp, 10).chunk_fn is not _engine(pot, a, dataclasses.replace(ramp, steps=200), 10).chunk_fn

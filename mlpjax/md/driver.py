@@ -250,8 +250,11 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
     chunk = max(1, math.ceil(config.chunk_steps / record_every)) * record_every
     dt_ps = config.timestep_fs / 1000.0
 
-    system = build_system(potential, runs[0].atoms, config)
-    eng = engine(potential, system, config, record_every=record_every, params_batched=params_batched)
+    # the engine of an equal system (same architecture, composition, cell, dynamics) is reused, and so is
+    # that system object: its jax-md neighbour functions are static metadata of every list it allocates
+    eng = engine(potential, build_system(potential, runs[0].atoms, config), config, record_every=record_every,
+                 params_batched=params_batched)
+    system = eng.system
     variables = eng.cast(variables)
     dof, box_of = eng.dof, eng.box_of
     t_limits = [r.config.temperature_limit_K for r in runs]
@@ -259,8 +262,7 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
 
     t_setup = time.perf_counter()
     n_compiles0, compile_s0 = compile_stats()
-    positions = jnp.stack([system.positions if r.atoms is runs[0].atoms else system.coordinates(r.atoms)
-                           for r in runs])  # [R, N, 3]
+    positions = jnp.stack([system.coordinates(r.atoms) for r in runs])  # [R, N, 3] simulation coordinates
     npt_box = system.box if config.ensemble == "npt" else None
     allocated = {}  # one allocation per distinct start structure (one Atoms repeated: one allocation)
     for k, r in enumerate(runs):
