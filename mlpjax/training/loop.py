@@ -148,10 +148,11 @@ def finalize(config: TrainConfig, potential: Potential, *, output_dir: str, trai
     Shared by gradient training (:func:`train`) and closed-form fits (:func:`mlpjax.models.gap.fit`).
     Returns (potential with metadata, valid_metrics, test_metrics, paths).
     """
-    from mlpjax import validate  # metrics and the parity plot only (no physical checks, no MD)
+    # imported here, not at the top: the package mlpjax.validate loads its physical checks too
+    from mlpjax.validate.metrics import metrics, parity_plot
 
-    valid_metrics = validate.metrics(potential, valid_set) if valid_set else None
-    test_metrics = validate.metrics(potential, test_set) if test_set else None
+    valid_metrics = metrics(potential, valid_set) if valid_set else None
+    test_metrics = metrics(potential, test_set) if test_set else None
     metadata = {
         "units": config.units,  # units the training data files were written in (mlpjax.units.resolve_units name)
         "internal_units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"},
@@ -183,7 +184,7 @@ def finalize(config: TrainConfig, potential: Potential, *, output_dir: str, trai
     if plot_set:
         try:
             paths["parity"] = os.path.join(output_dir, "parity.png")
-            validate.parity_plot(final, plot_set, paths["parity"], title=f"{'test' if test_set else 'validation'} set")
+            parity_plot(final, plot_set, paths["parity"], title=f"{'test' if test_set else 'validation'} set")
         except Exception as err:  # a plotting problem must not lose a trained model
             warnings.warn(f"could not write the parity plot: {err}", stacklevel=2)
             paths.pop("parity", None)
