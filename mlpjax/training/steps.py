@@ -11,8 +11,10 @@ other data with the same architecture and settings reuses the compiled steps, an
 fitted is part of a cache key.
 
 (With σ a compile-time constant, as before the steps took ``norm``, XLA folded 1/σ² into the
-constants of the gradient; a traced σ gives the same loss and predictions but gradients that
-differ in the last bit, so float trajectories are not bit-identical to those of that version.)
+constants of the loss and its gradient. A traced σ gives bit-identical predictions (traced
+E0/shift/scale change nothing), but a loss and gradients that can differ in the last bit, so
+training trajectories are not bit-identical to those of that version: after 3 quickstart
+epochs the test MAEs agree to 1e-5 relative.)
 
 Forces and stress come from :meth:`PotentialDef.predict` (the potential's single gradient);
 the loss is differentiated with respect to the network parameters only. Optimiser: clip →
