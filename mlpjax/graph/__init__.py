@@ -6,6 +6,8 @@
   edges), :class:`Budget` and :class:`GraphBatch` (fixed-shape padded batches), and
   :func:`to_graph` / :func:`to_graphs`, :func:`make_budget`, :func:`budget_for_single`,
   :func:`pack`, :func:`batches`, :func:`species_indices`.
+- :mod:`mlpjax.graph.cells`: periodic-cell geometry (perpendicular widths, the minimum-image
+  check, supercell repeats).
 """
 
 from mlpjax.graph.batch import (
@@ -20,6 +22,7 @@ from mlpjax.graph.batch import (
     to_graph,
     to_graphs,
 )
+from mlpjax.graph.cells import check_cell, perpendicular_widths, supercell, supercell_repeats
 from mlpjax.graph.neighbors import HostEdges, neighbor_list
 
 __all__ = [
@@ -29,6 +32,10 @@ __all__ = [
     "HostEdges",
     "batches",
     "budget_for_single",
+    "check_cell",
+    "perpendicular_widths",
+    "supercell",
+    "supercell_repeats",
     "make_budget",
     "neighbor_list",
     "pack",

@@ -4,24 +4,12 @@
     result = simulate(potential, atoms, MDConfig(ensemble="nvt", temperature_K=300, steps=10_000),
                       trajectory="md.extxyz", log="md.csv")
 
-The data flow, one module each:
-
-* :mod:`~mlpjax.md.config` — :class:`MDConfig` (units in field names) and the per-run
-  thermostat :class:`Targets`;
-* :mod:`~mlpjax.md.system` — :func:`build_system`: space, simulation coordinates, masses,
-  neighbour lists and the energy/forces of a structure as functions of the parameters
-  (:class:`MDSystem`, frozen; the multi-image path for narrow cells);
-* :mod:`~mlpjax.md.integrators` — NVE, Langevin NVT, Nosé–Hoover NVT and MTK NPT steps;
-* :mod:`~mlpjax.md.engine` — :func:`engine`: pure jitted ``init``/``record``/``chunk`` over
-  (parameters, state) for R ≥ 1 runs, compiled once per architecture, system and dynamics;
-* :mod:`~mlpjax.md.output` — thermo rows, trajectory frames, restart files;
-* :mod:`~mlpjax.md.driver` — the one host driver (chunk loop, overflow → reallocate → rerun,
-  blow-up handling, writers) and :func:`simulate`, its R = 1 case;
-* :mod:`~mlpjax.md.replicas` — :func:`simulate_replicas`, its R > 1 case.
-
-Units: eV, Å, amu; time in ASE units internally (Å·sqrt(amu/eV) ≈ 10.18 fs); constants from
-:mod:`mlpjax.units` (CODATA 2018). Momenta are amu·Å/ASE-time, velocities Å/ASE-time (what
-``ase.Atoms.get_velocities`` uses), so frames written here restart cleanly in ASE.
+Data flow, one module each: ``config`` (MDConfig, per-run Targets) → ``system`` (build_system:
+space, coordinates, neighbour lists, energy/forces as functions of the parameters) →
+``integrators`` (NVE, Langevin, Nosé–Hoover NVT, MTK NPT) → ``engine`` (pure jitted
+init/record/chunk over (parameters, state) for R ≥ 1 runs, compiled once) → ``driver`` (the one
+host loop; ``simulate`` is R = 1) and ``replicas`` (R > 1) → ``output`` (thermo, frames, restarts).
+Units: eV, Å, amu, ASE time (Å·sqrt(amu/eV) ≈ 10.18 fs) inside; constants from mlpjax.units.
 """
 
 from mlpjax.md.config import ENSEMBLES, EV_PER_A3_IN_GPA, MDConfig, Targets, dynamics_settings

@@ -107,21 +107,13 @@ def run_chunked(
     log_fn: Callable[[str], None] | None = None,
     pass_step: bool = False,
 ) -> ChunkedRun:
-    """Run chunks of steps, never accepting a chunk computed with an overflowed neighbour list.
+    """Run chunks of ``chunk_lengths`` steps, never accepting a chunk computed with an overflowed list.
 
-    Args:
-      step_chunk_fn: ``(state, nbrs, n_steps) -> (state, nbrs, aux)``, the jitted chunk.
-      state, nbrs: start state and neighbour list.
-      reallocate_fn: ``(start_state, end_state, old_nbrs) -> nbrs``, a new list valid at
-        ``start_state`` with more capacity than ``old_nbrs`` (``end_state`` is the
-        overflowed chunk's end, a hint for how much more).
-      chunk_lengths: steps of each chunk.
-      on_chunk: ``(index, first_step, start_state, state, nbrs, aux)`` after a chunk is
-        accepted; may raise to stop the run.
-      max_retries: reallocations allowed per chunk before :class:`NeighborListOverflowError`.
-      pass_step: call ``step_chunk_fn(state, nbrs, n_steps, first_step)`` (steps done before
-        the chunk), for step-dependent dynamics (ramps).
-    Returns: :class:`ChunkedRun`.
+    ``step_chunk_fn(state, nbrs, n_steps[, first_step if pass_step]) -> (state, nbrs, aux)`` runs a
+    chunk; on overflow ``reallocate_fn(start_state, end_state, old_nbrs)`` gives a bigger list valid
+    at the chunk's start (the end state hints how much bigger) and the chunk is rerun, at most
+    ``max_retries`` times (then :class:`NeighborListOverflowError`). ``on_chunk(index, first_step,
+    start_state, state, nbrs, aux)`` sees each accepted chunk and may raise to stop the run.
     """
     n_realloc = 0
     times = []
@@ -181,21 +173,10 @@ def record_problem(system: MDSystem, config: MDConfig, rec: dict, temperature: f
     return None
 
 
-def run_timings(setup_s: float, compile_s: float, run_s: float, run: ChunkedRun, lengths, chunk: int,
-                reallocation_log: list) -> dict:
-    """The ``timings`` of an MD result; steps_per_s is the median over full chunks after the first
-    (which may include compilation), or over all chunks when there is no such chunk."""
-    chunk_s = list(run.chunk_times)
+def _steps_per_s(chunk_s: list, lengths: list, chunk: int) -> float:
+    """Median over full chunks after the first (which may include compilation), else over all."""
     steady = [t / k for t, k in zip(chunk_s[1:], lengths[1:]) if k == chunk] or [t / k for t, k in zip(chunk_s, lengths)]
-    return {
-        "setup_s": setup_s,
-        "compile_s": compile_s,
-        "run_s": run_s,
-        "chunk_s": chunk_s,
-        "chunk_steps": chunk,
-        "steps_per_s": (1.0 / float(np.median(steady))) if steady else float("nan"),
-        "reallocation_log": reallocation_log,
-    }
+    return (1.0 / float(np.median(steady))) if steady else float("nan")
 
 
 def _take(tree, k: int):
@@ -222,7 +203,8 @@ class Outcome(NamedTuple):
     nbrs: Any  # batched final neighbour lists
     thermo: list  # R dicts of THERMO_COLUMNS → 1-D numpy arrays
     last_good: list  # R ase.Atoms: each run's last checked frame (the final one for a finished run)
-    last_step: int
+    velocities: np.ndarray  # [R, N, 3] Å/ASE-time, final, input orientation
+    forces: np.ndarray  # [R, N, 3] eV/Å, final, input orientation
     n_reallocations: int
     timings: dict
 
@@ -277,12 +259,7 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
     state = eng.init(variables, keys, positions, nbrs, targets, momenta)
     first = 0
     if restart is not None:
-        def reallocate_for(occ):
-            extra = -(-(occ - nbrs.max_occupancy) // max(system.n_atoms * system.n_copies, 1))
-            return stack_neighbor_lists([system.allocate(positions[k], extra_capacity=max(extra, 0), box=npt_box)
-                                         for k in range(r_count)])
-
-        state, nbrs, first = read_restart(restart, payload, state, nbrs, reallocate_for)
+        state, nbrs, first = read_restart(restart, payload, state, nbrs)
     rec0 = jax.device_get(eng.record(variables, state, nbrs, jnp.asarray(first, jnp.int32), targets))
     setup_s = time.perf_counter() - t_setup
     remaining = config.steps - first
@@ -295,9 +272,8 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
     log_fhs = [open(r.log, "a" if appending else "w", newline="") if r.log is not None else None for r in runs]
     writers = [csv.writer(fh) if fh is not None else None for fh in log_fhs]
     if not appending:
-        for w in writers:
-            if w is not None:
-                w.writerow(THERMO_COLUMNS)
+        for w in filter(None, writers):
+            w.writerow(THERMO_COLUMNS)
     trajs = [TrajectoryWriter(r.trajectory, append=appending) if r.trajectory is not None else None for r in runs]
 
     def frame(k, step, rec):
@@ -314,12 +290,9 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
             trajs[k].write(frame(k, step, rec))
 
     def flush():
-        for fh in log_fhs:
-            if fh is not None:
-                fh.flush()
-        for t in trajs:
-            if t is not None:
-                t.flush()
+        for f in log_fhs + trajs:
+            if f is not None:
+                f.flush()
 
     last = {"step": first, "recs": [_take(rec0, k) for k in range(r_count)]}
 
@@ -337,18 +310,16 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
                 ase.io.write(path, frame(k, last["step"], last["recs"][k]), format="extxyz")
             except OSError:
                 path = None
-        advice = (f"Try a smaller timestep (now {config.timestep_fs:g} fs), check the starting structure, or add "
-                  f"training data near these configurations (e.g. label frames from the trajectory before step {step} "
-                  "and retrain).")
-        when = f"at step {step} (t = {step * dt_ps:.4f} ps): {reason}."
-        if r_count == 1 and runs[0].label is None:
-            raise MDInstabilityError(
-                f"MD became unstable {when} The last good frame (step {last['step']}) was written to {path}. {advice}",
-                step=step, reason=reason, frame_path=path)
-        who = runs[k].label if k is not None else f"one of the {r_count} replicas"
-        saved = f" Its last good frame (step {last['step']}) was written to {path}." if k is not None else ""
-        raise ReplicaInstabilityError(f"MD of {who} became unstable {when}{saved} {advice}",
-                                      replica=k, step=step, reason=reason, frame_path=path)
+        single = r_count == 1 and runs[0].label is None
+        who = "" if single else " of " + (runs[k].label if k is not None else f"one of the {r_count} replicas")
+        saved = f" The last good frame (step {last['step']}) was written to {path}." if k is not None else ""
+        message = (f"MD{who} became unstable at step {step} (t = {step * dt_ps:.4f} ps): {reason}.{saved} Try a "
+                   f"smaller timestep (now {config.timestep_fs:g} fs), check the starting structure, or add training "
+                   f"data near these configurations (e.g. label frames from the trajectory before step {step} and "
+                   "retrain).")
+        if single:
+            raise MDInstabilityError(message, step=step, reason=reason, frame_path=path)
+        raise ReplicaInstabilityError(message, replica=k, step=step, reason=reason, frame_path=path)
 
     def check(step, recs):
         for k in range(r_count):  # every run before any is written: the run stops at this record
@@ -402,13 +373,12 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
         # bigger list; if it overflows again while a run's end state has exploded, stop instead of
         # growing the list without bound.
         if realloc_for["start"] is start:
-            masses = np.asarray(system.masses, np.float64)[:, None]
+            masses = np.asarray(system.masses, np.float64)[None, :, None]
+            ekin = 0.5 * np.sum(np.asarray(end.momentum, np.float64) ** 2 / masses, axis=(1, 2))  # [R] eV
             for k in range(r_count):
-                end_k = _take(end, k)
-                p, x = np.asarray(end_k.momentum, np.float64), np.asarray(end_k.position)
-                ekin = float(0.5 * np.sum(p**2 / masses))
-                if (not (np.all(np.isfinite(x)) and np.all(np.isfinite(p)) and np.isfinite(ekin))
-                        or temperature_K(ekin, dof) > t_limits[k]):
+                rec = {"epot": 0.0, "ekin": ekin[k], "position": end.position[k], "momentum": end.momentum[k],
+                       "force": end.force[k]}
+                if record_problem(system, config, rec, temperature_K(ekin[k], dof), t_limits[k]) is not None:
                     explode(k, last["step"] + lengths[min(clock["chunks"], len(lengths) - 1)],
                             "the system exploded (the neighbour list overflowed even after reallocation)")
         realloc_for["start"] = start
@@ -446,21 +416,22 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
             write_restart(restart_out, system, config, run.state, run.nbrs, config.steps)
     finally:
         flush()
-        for fh in log_fhs:
-            if fh is not None:
-                fh.close()
-        for t in trajs:
-            if t is not None:
-                t.close()
+        for f in log_fhs + trajs:
+            if f is not None:
+                f.close()
     run_s = time.perf_counter() - t_run
     n_compiles, compile_s = compile_stats()
-    timings = run_timings(setup_s, compile_s - compile_s0, run_s, run, lengths, chunk, realloc_messages)
-    timings["compilations"] = n_compiles - n_compiles0  # 0 when an earlier run of this architecture compiled the engine
+    timings = {"setup_s": setup_s, "compile_s": compile_s - compile_s0, "run_s": run_s, "chunk_s": list(run.chunk_times),
+               "chunk_steps": chunk, "steps_per_s": _steps_per_s(list(run.chunk_times), lengths, chunk),
+               "reallocation_log": realloc_messages,
+               "compilations": n_compiles - n_compiles0}  # 0 when an earlier run of this architecture compiled the engine
     return Outcome(
         system=system, dof=dof, state=run.state, nbrs=run.nbrs,
         thermo=[{c: np.asarray(v) for c, v in th.items()} for th in thermo],
         last_good=[frame(k, last["step"], last["recs"][k]) for k in range(r_count)],
-        last_step=last["step"], n_reallocations=run.n_reallocations, timings=timings)
+        velocities=system.to_input_frame(np.asarray(run.state.momentum, np.float64)
+                                         / np.asarray(system.masses, np.float64)[None, :, None]),
+        forces=system.to_input_frame(run.state.force), n_reallocations=run.n_reallocations, timings=timings)
 
 
 def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, *, trajectory=None, log=None,
@@ -494,21 +465,8 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
               trajectory=None if trajectory is None else os.fspath(trajectory))
     out = drive(potential, [run], config, variables=variables, progress=progress, restart=restart,
                 restart_out=restart_out, restart_every=restart_every)
-    system = out.system
-    final = _take(out.state, 0)
     final_atoms = out.last_good[0]
-    masses = np.asarray(system.masses, np.float64)[:, None]
-    return MDResult(
-        atoms=final_atoms,
-        positions=np.asarray(final_atoms.positions),
-        velocities=system.to_input_frame(np.asarray(final.momentum, np.float64) / masses),
-        forces=system.to_input_frame(final.force),
-        thermo=out.thermo[0],
-        n_neighbor_reallocations=out.n_reallocations,
-        neighbor_capacity=int(out.nbrs.max_occupancy),
-        last_good_frame=final_atoms,
-        steps_done=config.steps,
-        timings=out.timings,
-        final_state=final,
-        image_repeats=tuple(system.repeats),
-    )
+    return MDResult(atoms=final_atoms, positions=np.asarray(final_atoms.positions), velocities=out.velocities[0],
+                    forces=out.forces[0], thermo=out.thermo[0], n_neighbor_reallocations=out.n_reallocations,
+                    neighbor_capacity=int(out.nbrs.max_occupancy), last_good_frame=final_atoms, steps_done=config.steps,
+                    timings=out.timings, final_state=_take(out.state, 0), image_repeats=tuple(out.system.repeats))

@@ -4,37 +4,29 @@
     state = eng.init(variables, keys, R, nbrs, targets)                 # leaves [R_runs, ...]
     state, nbrs, records, overflow = eng.chunk(variables, state, nbrs, first_step, n_steps, targets)
 
-``variables`` is a :class:`~mlpjax.potential.PotentialParams` (network parameters + fitted
-E0/shift/scale), a **traced argument**: a second potential of the same architecture (a retrained
-model, an ensemble member, the same model loaded again) runs through the same executables, and
-``jax.grad`` of a function of the records with respect to ``variables`` differentiates through
-the trajectory (differentiable simulation). With ``params_batched=True`` every leaf of
-``variables`` carries a leading run axis (one parameter set per run: ensembles); otherwise all
-runs share one parameter set.
+``variables`` (:class:`~mlpjax.potential.PotentialParams`: network parameters + fitted
+E0/shift/scale) is a **traced argument**: another potential of the same architecture (retrained,
+an ensemble member, loaded again) runs through the same executables, and ``jax.grad`` of a
+function of the records differentiates through the trajectory. ``params_batched=True``: every
+leaf carries a leading run axis (one parameter set per run, ensembles); else runs share one set.
 
-**Runs.** The engine always maps over a leading axis of R ≥ 1 independent runs (``jax.vmap``):
-a single simulation is R = 1. State leaves are ``[R, ...]`` (positions ``[R, N, 3]`` in
-simulation coordinates, momenta ``[R, N, 3]`` amu·Å/ASE-time, forces ``[R, N, 3]`` eV/Å, the
-Langevin key ``[R, 2]``, Nosé–Hoover chains ``[R, chain_length]``), the neighbour list's ``idx``
-``[R, 2, capacity]``. ``targets`` (:class:`~mlpjax.md.config.Targets`) gives each run its own
-temperature (and ramp): traced, so runs at other temperatures share the compilation too.
+The engine always maps (``jax.vmap``) over R ≥ 1 independent runs; a single simulation is R = 1.
+State leaves are ``[R, ...]`` (positions ``[R, N, 3]`` simulation coordinates, momenta amu·Å/
+ASE-time, forces eV/Å, Langevin keys ``[R, 2]``, chains ``[R, chain_length]``); list ``idx``
+``[R, 2, capacity]``; ``targets`` (:class:`~mlpjax.md.config.Targets`) are per-run temperatures,
+traced too. ``chunk`` runs ``n_steps`` (static, a multiple of ``record_every``): ``lax.scan``
+over records, ``fori_loop`` between them. Records ``[n_records, R, ...]``: ``epot``, ``ekin``
+(eV), ``position``, ``momentum``, ``force``; periodic: ``volume`` (Å³), ``pressure`` (eV/Å³,
+virial from the box derivative + kinetic term, jax_md.quantity.pressure), ``box``; ``econs`` (eV,
+Nosé–Hoover extended energy); ``min_dist`` (Å, with ``config.min_distance``). ``overflow``: some
+run's list overflowed; the host must reallocate from the chunk's START and rerun it
+(mlpjax.md.driver.run_chunked).
 
-**Chunks.** ``chunk`` runs ``n_steps`` (static; a multiple of ``record_every``) steps: ``lax.scan``
-over records, ``fori_loop`` over the steps between them; records are ``[n_records, R, ...]``:
-E_pot ``epot`` (eV, one extra energy-only pass), E_kin ``ekin`` (eV), ``position``, ``momentum``,
-``force``, for periodic cells ``volume`` (Å³), ``pressure`` (eV/Å³: the virial from the
-potential's box derivative, jax_md.quantity.pressure, plus the kinetic term) and ``box``,
-``econs`` (eV, Nosé–Hoover extended energy) and ``min_dist`` (Å, when ``config.min_distance``).
-``overflow`` is True when any run's neighbour list overflowed: the host must then reallocate
-from the chunk's START state and rerun it (mlpjax.md.driver.run_chunked); a chunk computed with
-an overflowed list is never accepted.
-
-**Compilation.** :func:`engine` is a :func:`mlpjax.cache.compiled` factory keyed by static
-settings only: the architecture, the system's identity (composition, masses, cell, precision,
-skin; not its positions), the dynamics settings (:func:`~mlpjax.md.config.dynamics_settings`),
-``record_every`` and ``params_batched``. jax's jit cache then keys each call by shapes. No
-parameter is hashed anywhere. :func:`compile_stats` counts XLA compilations in this process
-(timings, and the tests that check nothing is recompiled).
+:func:`engine` is a :func:`mlpjax.cache.compiled` factory keyed by static settings only: the
+system's identity (architecture, composition, masses, cell, precision, skin; not positions), the
+dynamics (:func:`~mlpjax.md.config.dynamics_settings`), ``record_every``, ``params_batched``. No
+parameter is hashed. :func:`compile_stats` counts XLA compilations (timings; tests that check
+nothing is recompiled).
 """
 
 from __future__ import annotations
@@ -46,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from mlpjax.cache import compiled
-from mlpjax.md.config import MDConfig, Targets, dynamics_settings
+from mlpjax.md.config import MDConfig, dynamics_settings
 from mlpjax.md.integrators import box_of, conserved_energy, degrees_of_freedom, integrator
 from mlpjax.md.system import MDSystem, cast_floats
 

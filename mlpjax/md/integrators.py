@@ -1,26 +1,17 @@
 """Integrators: jax-md's states and steps, with the neighbour list refreshed where forces are taken.
 
-:func:`integrator` builds ``init(key, R, nbrs, kT) -> state`` and
-``step(state, nbrs, kT, pressure) -> (state, nbrs)`` for ONE run from energy/force functions
-that already carry the parameters (the engine binds them inside its traced function, so
-parameters stay traced arguments). kT (eV) and the pressure (eV/Å³) are per-step arguments
-(ramps; one per run when the engine maps over runs).
-
-The states and initialisation are jax-md's (Maxwell–Boltzmann momenta at kT with the
-total momentum removed). NVE and Langevin NVT are assembled from jax-md's own primitives
-in exactly jax-md's order (velocity Verlet; BAOAB) with one change: the neighbour list is
-updated at the new positions *before* the force there is evaluated, and carried out of the
-step. Nosé–Hoover NVT uses jax-md's ``apply_fn`` unchanged and NPT jax-md's splitting with
-a corrected position update (:func:`npt_mtk_apply`), each with a force/energy function that
-updates the neighbour list at the positions (and box) it is evaluated at; the carried list is
-then updated at the step's end point (the same positions, so the same list). Either way forces
-never use a list referenced more than skin/2 away. (jax-md's usual
-``apply_fn(state, neighbor=nbrs)`` followed by ``nbrs.update`` uses a list one step stale.)
-
-**Degrees of freedom** (:func:`degrees_of_freedom`), for T = 2 E_kin / (n_dof k_B): 3N − 3 for
-NVE (the initial centre-of-mass momentum is removed and is conserved), 3N for Langevin NVT (the
-thermostat acts on the centre of mass too) and for the Nosé–Hoover chains (jax-md's NHC counts
-3N, quantity.count_dof, and leaves the centre of mass free).
+:func:`integrator` builds ``init(key, R, nbrs, kT)`` and ``step(state, nbrs, kT, pressure)`` for
+ONE run from energy/force functions that carry the parameters (bound by the engine while tracing,
+so parameters stay traced arguments); kT (eV) and pressure (eV/Å³) are per-step arguments (ramps).
+States and initialisation are jax-md's (Maxwell–Boltzmann momenta, total momentum removed). NVE
+and Langevin NVT are jax-md's primitives in jax-md's order (velocity Verlet; BAOAB) with the list
+updated at the new positions *before* the force there is taken; Nosé–Hoover NVT is jax-md's
+``apply_fn`` and NPT jax-md's splitting with a corrected position update (:func:`npt_mtk_apply`),
+each with a force/energy function that refreshes the list where it is evaluated. Forces never use
+a list referenced more than skin/2 away (jax-md's usual ``apply_fn`` then ``nbrs.update`` is one
+step stale). Degrees of freedom for T = 2 E_kin / (n_dof k_B): 3N − 3 for NVE (the centre-of-mass
+momentum is removed and conserved), 3N for Langevin (it thermostats the centre of mass) and for
+the Nosé–Hoover chains (jax-md's NHC counts 3N).
 """
 
 from __future__ import annotations

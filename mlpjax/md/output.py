@@ -150,26 +150,19 @@ def load_restart(path, system: MDSystem, config: MDConfig, n_runs: int) -> dict:
     return payload
 
 
-def read_restart(path, payload: dict, state_template, nbrs_template, reallocate):
-    """(state, nbrs, step) from a checked ``payload`` (:func:`load_restart`); ``reallocate(extra)``
-    returns a batched list with ``extra`` more pairs per atom when the saved capacity differs."""
+def read_restart(path, payload: dict, state_template, nbrs_template):
+    """(state, nbrs, step) from a checked ``payload`` (:func:`load_restart`), into the pytree
+    structure of freshly initialised templates (the saved list capacity replaces the template's)."""
 
     def fill(template, leaves, what):
         t_leaves, treedef = jax.tree_util.tree_flatten(template)
-        if len(t_leaves) != len(leaves):
-            raise ValueError(f"{path}: the {what} in the restart file has {len(leaves)} arrays, expected {len(t_leaves)}")
-        for v, t in zip(leaves, t_leaves):
-            if np.shape(v) != np.shape(t) and what == "integrator state":
-                raise ValueError(f"{path}: the {what} in the restart file has an array of shape {np.shape(v)}, "
-                                 f"expected {np.shape(t)}")
+        if len(t_leaves) != len(leaves) or (what == "integrator state" and any(
+                np.shape(v) != np.shape(t) for v, t in zip(leaves, t_leaves))):
+            raise ValueError(f"{path}: the {what} in the restart file does not fit this run's "
+                             f"({len(leaves)} arrays, expected {len(t_leaves)} of the same shapes)")
         return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(np.asarray(v), jnp.asarray(t).dtype)
                                                       for v, t in zip(leaves, t_leaves)])
 
+    nbrs_template = dataclasses.replace(nbrs_template, max_occupancy=int(payload["max_occupancy"]))
     state = fill(state_template, payload["state"], "integrator state")
-    occ = int(payload["max_occupancy"])
-    if occ != nbrs_template.max_occupancy:
-        nbrs_template = reallocate(occ)
-        if nbrs_template.max_occupancy != occ:
-            nbrs_template = dataclasses.replace(nbrs_template, max_occupancy=occ)
-    nbrs = fill(nbrs_template, payload["nbrs"], "neighbour list")
-    return state, hashable_neighbor_list(nbrs), int(payload["step"])
+    return state, hashable_neighbor_list(fill(nbrs_template, payload["nbrs"], "neighbour list")), int(payload["step"])

@@ -1,39 +1,24 @@
 """Many independent MD replicas of one system at once: R runs of the one driver.
 
-    from mlpjax.md import MDConfig
     from mlpjax.replicas import simulate_replicas
     res = simulate_replicas(potential, atoms, MDConfig(ensemble="nvt", steps=10_000),
                             temperatures_K=[300, 600, 900], log_dir="logs")
     res.thermo[2]["T_K"]            # the 900 K replica's temperatures
 
-**What a replica is.** Replica k is exactly the run ``mlpjax.md.simulate`` would make with
-``seed = seeds[k]`` and ``temperature_K = temperatures_K[k]`` (a ramp ``temperature_final_K``
-is scaled by the same factor, T_final,k = T_k · T_final / T): its own RNG key (Maxwell–
-Boltzmann momenta, Langevin noise), its own target kT at every step, its own neighbour list.
-The replicas share the structure's cell, composition and masses (one ``ase.Atoms`` repeated,
-or a list of them with the same numbers, cell and pbc) and every other setting (timestep,
-friction, thermostat time scale, ...). A single simulation is the R = 1 case of the same
-driver (mlpjax.md.driver.drive) and engine (mlpjax.md.engine, vmapped over runs), so in float64
-a replica equals its single run to rounding (tests/test_replicas.py: 1e-10 Å for NVE, Langevin
-NVT and NPT, through a neighbour-list reallocation). Restart files hold all replicas
-(``restart``/``restart_out``, bit-for-bit continuation like a single run).
+Replica k is exactly the run ``mlpjax.md.simulate`` would make with ``seed = seeds[k]`` and
+``temperature_K = temperatures_K[k]`` (a ramp is scaled by the same factor, T_final,k = T_k ·
+T_final / T): its own RNG key, target kT at every step and neighbour list. Replicas share the
+cell, composition, masses and every other setting. A single simulation is the R = 1 case of the
+same driver and vmapped engine, so in float64 a replica equals its single run to rounding
+(tests/test_replicas.py, 1e-10 Å for NVE, Langevin NVT and NPT through a reallocation), and
+restart files hold all replicas. NPT replicas share the pressure target and each carries its own
+box. The first replica to blow up stops the run with :class:`ReplicaInstabilityError` naming it,
+its last good frame in ``last_good_frame_replica{k}.xyz``.
 
-**Shapes and units** (eV, Å, amu, K; ASE time inside). Outputs are per replica: ``thermo[k]``
-has md's columns (step, time_ps, E_pot_eV, E_kin_eV, E_tot_eV, T_K, P_GPa, V_A3, E_cons_eV),
-``positions``/``velocities``/``forces`` are ``[R, N, 3]`` in the input orientation;
-``final_state`` is the batched jax-md state (leaves ``[R, ...]``, simulation coordinates).
-
-**Blow-up.** Each record of each replica is checked like a single run's: the first replica to
-fail stops the run with :class:`ReplicaInstabilityError` (naming the replica and the step), its
-last good frame written to ``last_good_frame_replica{k}.xyz``.
-
-NPT replicas share the pressure target (and its ramp) and each carries its own box; the
-barostat mass follows the replica's kT as in its single run.
-
-**Speed.** One compilation serves all replicas (and any other temperatures, seeds or parameter
-sets of the same architecture), and on an accelerator the batch fills the device. On one CPU
-core the force evaluation is compute-bound, so R replicas cost about R single runs per step
-(``benchmarks/md_replicas.py``); what they save there is R − 1 compilations.
+Outputs are per replica: ``thermo[k]`` (md's columns), ``positions``/``velocities``/``forces``
+``[R, N, 3]`` (Å, Å/ASE-time, eV/Å; input orientation), ``final_state`` (leaves ``[R, ...]``).
+One compilation serves all replicas; on one CPU core R replicas cost about R single runs per step
+(``benchmarks/md_replicas.py``), on an accelerator the batch fills the device.
 """
 
 from __future__ import annotations
@@ -184,26 +169,13 @@ def simulate_replicas(potential, structures, config: MDConfig | None = None, *, 
             for k, (a, c, lp, tp) in enumerate(zip(atoms_list, configs, log_paths, traj_paths))]
     out = drive(potential, runs, config, variables=variables, progress=progress, restart=restart,
                 restart_out=restart_out, restart_every=restart_every)
-    system, final = out.system, out.state
-    masses = np.asarray(system.masses, np.float64)[:, None]
     timings = dict(out.timings)
     steps_per_s = timings["steps_per_s"]  # steps of the whole batch per second
-    timings.update(replica_steps_per_s=steps_per_s * r_count, atom_steps_per_s=steps_per_s * r_count * system.n_atoms)
+    timings.update(replica_steps_per_s=steps_per_s * r_count, atom_steps_per_s=steps_per_s * r_count * out.system.n_atoms)
     return ReplicaResult(
-        atoms=out.last_good,
-        positions=np.stack([a.positions for a in out.last_good]),
-        velocities=np.stack([system.to_input_frame(np.asarray(final.momentum[k], np.float64) / masses)
-                             for k in range(r_count)]),
-        forces=np.stack([system.to_input_frame(final.force[k]) for k in range(r_count)]),
-        thermo=out.thermo,
-        temperatures_K=np.asarray(temperatures, np.float64),
-        seeds=seeds,
-        n_neighbor_reallocations=out.n_reallocations,
-        neighbor_capacity=int(out.nbrs.max_occupancy),
-        steps_done=config.steps,
-        timings=timings,
-        final_state=final,
+        atoms=out.last_good, positions=np.stack([a.positions for a in out.last_good]), velocities=out.velocities,
+        forces=out.forces, thermo=out.thermo, temperatures_K=np.asarray(temperatures, np.float64), seeds=seeds,
+        n_neighbor_reallocations=out.n_reallocations, neighbor_capacity=int(out.nbrs.max_occupancy),
+        steps_done=config.steps, timings=timings, final_state=out.state,
         log_paths=[p for p in log_paths if p is not None] or None,
-        trajectory_paths=[p for p in traj_paths if p is not None] or None,
-        image_repeats=tuple(system.repeats),
-    )
+        trajectory_paths=[p for p in traj_paths if p is not None] or None, image_repeats=tuple(out.system.repeats))

@@ -1,33 +1,25 @@
 """The simulated system: space, simulation coordinates, masses, neighbour lists, energy and forces.
 
-**Space.** A non-periodic structure uses ``space.free()`` (neighbour candidates are all
-pairs: fine for molecules, O(N²) for large clusters). A fully periodic structure uses
-``space.periodic_general(box, fractional_coordinates=True)``: positions are stored as
-fractional coordinates, jax-md's displacement returns Cartesian vectors and, through
-its custom JVP, gradients with respect to fractional positions are Cartesian forces.
-jax-md's fractional cell list needs an upper-triangular box, so the cell is rotated to
-ASE's standard (lower-triangular) form for the simulation; energies are invariant, and
-every output (trajectory, final state, last good frame) is rotated back to the input
-orientation. Fractional wrapping equals the minimum image only for pairs shorter than
-half the smallest perpendicular cell width, so ``cutoff + skin`` larger than that uses the
-multi-image path (see :func:`build_system`) or is an error. Mixed periodicity is rejected.
+**Space.** A non-periodic structure uses ``space.free()`` (all pairs are candidates: fine for
+molecules). A periodic one uses ``space.periodic_general(box, fractional_coordinates=True)``:
+positions are fractional, displacements Cartesian, and gradients with respect to fractional
+positions are Cartesian forces (jax-md's custom JVP). jax-md's fractional cell list needs an
+upper-triangular box, so the cell is rotated to ASE's standard form; energies are invariant and
+every output is rotated back to the input orientation. A cell narrower than 2 (cutoff + skin)
+uses the multi-image path (:func:`build_system`) or is an error; mixed periodicity is rejected.
 
-**Parameters are data.** An :class:`MDSystem` holds the potential's architecture
-(:class:`~mlpjax.potential.PotentialDef`), never its parameters: :meth:`MDSystem.energy` and
-:meth:`MDSystem.force` take the :class:`~mlpjax.potential.PotentialParams` as their first
-argument, so one compiled MD engine serves every parameter set of that architecture.
+**Parameters are data.** An :class:`MDSystem` holds the architecture
+(:class:`~mlpjax.potential.PotentialDef`), never parameters: :meth:`MDSystem.energy` and
+:meth:`MDSystem.force` take the :class:`~mlpjax.potential.PotentialParams` first. Two systems
+are equal when compiled code cannot tell them apart (architecture, composition, masses, cell,
+periodicity, precision, skin, head room, image supercell); the starting ``positions`` are state,
+not identity. The engine cache keys on this equality.
 
-**Identity.** Two systems are equal when compiled code cannot tell them apart: same
-architecture, composition, masses, cell, periodicity, precision, skin, neighbour-list head room
-and image supercell. The starting coordinates (``positions``) are the state, not the system,
-and are not part of that identity; the MD engine cache (mlpjax.md.engine) keys on it.
-
-**Neighbour lists** are jax-md Sparse lists over the system (or its image supercell). Every
-update goes through :meth:`MDSystem.update_neighbors`, which batches well: under ``vmap`` (the
-engine runs R ≥ 1 runs on a leading axis) jax-md's "rebuild if an atom moved more than skin/2"
-``cond`` would become a ``select`` computing the rebuild at every step; the batched rule first
-asks whether any run needs it, and each run still keeps its own list unless it moved, so each
-list is exactly the one its run alone would carry.
+**Neighbour lists** are jax-md Sparse lists. Under ``vmap`` (the engine maps over R ≥ 1 runs)
+jax-md's "rebuild if an atom moved more than skin/2" ``cond`` would become a ``select`` that
+rebuilds at every step; :meth:`MDSystem.update_neighbors` first asks whether any run needs it,
+and each run still keeps its own list unless it moved, so each list is the one its run alone
+would carry.
 """
 
 from __future__ import annotations
@@ -42,52 +34,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlpjax.graph.cells import check_cell, perpendicular_widths, supercell, supercell_repeats  # noqa: F401 (re-exported)
 from mlpjax.md.config import MDConfig
 
 __all__ = [
     "MDSystem", "build_system", "as_atoms", "cast_floats", "perpendicular_widths", "supercell_repeats", "supercell",
     "check_cell", "hashable_neighbor_list", "stack_neighbor_lists", "grow_neighbor_list", "needs_reallocation",
 ]
-
-
-# ----------------------------------------------------------------------------- cells
-def perpendicular_widths(cell) -> np.ndarray:
-    """Distances between opposite faces of the cell (rows = lattice vectors), Å."""
-    cell = np.asarray(cell, float)
-    volume = abs(np.linalg.det(cell))
-    return np.array([volume / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)])
-
-
-def supercell_repeats(cell, interaction_range: float) -> tuple[int, int, int]:
-    """Smallest repeats such that every perpendicular width is ≥ 2 × interaction_range."""
-    w = perpendicular_widths(cell)
-    return tuple(int(max(1, math.ceil(2.0 * interaction_range / wi - 1e-9))) for wi in w)
-
-
-def supercell(atoms, repeats):
-    """``atoms.repeat(repeats)`` (int or 3 ints) for periodic structures; used by the CLI's ``--supercell``."""
-    if isinstance(repeats, (int, np.integer)):
-        repeats = (int(repeats),) * 3
-    repeats = tuple(int(r) for r in repeats)
-    if len(repeats) != 3 or min(repeats) < 1:
-        raise ValueError(f"supercell repeats must be positive integers, got {repeats}")
-    if not np.all(atoms.pbc) and repeats != (1, 1, 1):
-        raise ValueError("a supercell needs a fully periodic structure")
-    return atoms.repeat(repeats)
-
-
-def check_cell(cell, cutoff: float, skin: float) -> None:
-    """Raise a clear ValueError if cutoff + skin exceeds half the smallest perpendicular width."""
-    w = perpendicular_widths(cell)
-    rc = cutoff + skin
-    if rc > 0.5 * w.min() + 1e-9:
-        reps = supercell_repeats(cell, rc)
-        raise ValueError(
-            f"cutoff + skin = {cutoff:g} + {skin:g} = {rc:g} Å exceeds half the smallest perpendicular "
-            f"cell width ({0.5 * w.min():.3f} Å; widths {np.array2string(w, precision=3)} Å): the "
-            f"minimum-image convention would silently drop pairs. Use a supercell, e.g. "
-            f"--supercell {'x'.join(map(str, reps))} (mlpjax.md.supercell(atoms, {reps}))."
-        )
 
 
 def as_atoms(structure):

@@ -203,7 +203,7 @@ def default_structure(potential):
 
 def md_supercell(atoms, cutoff: float, *, skin: float = 0.5, min_atoms: int = 64):
     """``atoms`` repeated so that every perpendicular width is ≥ 2 × (cutoff + skin) and there are ≥ ``min_atoms``."""
-    from mlpjax.md import perpendicular_widths, supercell_repeats
+    from mlpjax.graph.cells import perpendicular_widths, supercell_repeats
 
     reps = list(supercell_repeats(atoms.cell.array, cutoff + skin))
     widths = perpendicular_widths(atoms.cell.array)
