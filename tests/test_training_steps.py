@@ -1,5 +1,6 @@
 """The compiled training steps depend on static settings only: a potential with the same
-architecture but other fitted E0/shift/scale reuses them without compiling again."""
+architecture but other fitted E0/shift reuses them without compiling again (the loss's energy
+unit σ is a static loss setting, like the loss weights)."""
 
 import jax
 import numpy as np
@@ -30,8 +31,7 @@ def test_other_normalisation_reuses_the_compiled_steps(cu):
     cache.clear()
     cfg = TrainConfig(model="schnet", model_config=TINY, cutoff=4.0, batch_size=2, epochs=2, seed=1)
     pot = prepare_potential(cfg, cu)
-    other = pot.replace(reference_energies=tuple(e + 0.3 for e in pot.reference_energies), energy_shift=pot.energy_shift - 0.1,
-                        energy_scale=2.0 * pot.energy_scale)
+    other = pot.replace(reference_energies=tuple(e + 0.3 for e in pot.reference_energies), energy_shift=pot.energy_shift - 0.1)
     assert other.definition == pot.definition
     graphs = to_graphs(cu, pot.species, cfg.cutoff)
     batch = next(batches(graphs, make_budget(graphs, cfg.batch_size)))
@@ -43,6 +43,10 @@ def test_other_normalisation_reuses_the_compiled_steps(cu):
         results.append(float(aux["loss"]))
     info = compiled_steps.cache_info()
     assert info.misses == 1 and info.hits == 1
-    raw = compiled_steps(pot.definition, StepSettings.from_config(cfg, 3), True, bool(jax.config.jax_enable_x64))
+    settings = StepSettings.from_config(cfg, 3)
+    raw = compiled_steps(pot.definition, settings.__class__(**{**settings.__dict__, "loss_sigma": pot.energy_scale}),
+                         True, bool(jax.config.jax_enable_x64))
     assert raw.train_step._cache_size() == 1  # one trace for both normalisations
     assert np.isfinite(results).all() and results[0] != results[1]  # the normalisation is used, not frozen in
+    make_step_fns(pot.replace(energy_scale=2.0 * pot.energy_scale), cfg, 3, True)
+    assert compiled_steps.cache_info().misses == 2  # another loss unit: its own steps

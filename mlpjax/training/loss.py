@@ -52,7 +52,7 @@ def error_sums(pred, batch: GraphBatch, compute_stress: bool) -> dict:
 
 def loss_from_sums(sums: dict, sigma, weights: tuple[float, float, float]):
     """Dimensionless loss from :func:`error_sums` (arrays or floats); ``sigma`` [eV] is the
-    potential's energy scale (a traced array inside the steps, a float on the host) and
+    potential's energy scale (a static float: StepSettings.loss_sigma) and
     ``weights`` = (w_E, w_F, w_S)."""
     w_e, w_f, w_s = weights
     mx = jnp.maximum if isinstance(sums["e_n"], jax.Array) else max

@@ -4,17 +4,13 @@
 error sums`` are pure functions built once per *static* setting by :func:`compiled_steps`, a
 :func:`mlpjax.cache.compiled` factory keyed by the architecture (:class:`PotentialDef`), the
 step-relevant hyperparameters (:class:`StepSettings`), ``compute_stress`` and
-``jax_enable_x64``. The numbers fitted from the training data — reference energies E0,
-``energy_shift`` and ``energy_scale`` (σ of the loss) — are the traced argument ``norm`` (a
-:class:`mlpjax.potential.PotentialParams` whose ``params`` are ignored), so a second run on
-other data with the same architecture and settings reuses the compiled steps, and nothing
-fitted is part of a cache key.
-
-(With σ a compile-time constant, as before the steps took ``norm``, XLA folded 1/σ² into the
-constants of the loss and its gradient. A traced σ gives bit-identical predictions (traced
-E0/shift/scale change nothing), but a loss and gradients that can differ in the last bit, so
-training trajectories are not bit-identical to those of that version: after 3 quickstart
-epochs the test MAEs agree to 1e-5 relative.)
+``jax_enable_x64``. The numbers fitted from the training data that the model's energy uses —
+reference energies E0, ``energy_shift`` and ``energy_scale`` — are the traced argument ``norm`` (a
+:class:`mlpjax.potential.PotentialParams` whose ``params`` are ignored), so nothing fitted is
+hashed. The loss's energy unit σ (``StepSettings.loss_sigma``, the potential's energy scale when
+training starts) is a static loss setting like the loss weights: with σ a compile-time constant XLA
+folds 1/σ² into the loss and its gradient, which keeps training bit for bit what it was (a traced σ
+changed the last bits of the loss, and through Adam the trained model at 1e-5 relative).
 
 Forces and stress come from :meth:`PotentialDef.predict` (the potential's single gradient);
 the loss is differentiated with respect to the network parameters only. Optimiser: clip →
@@ -85,6 +81,10 @@ class StepSettings:
     dtype: str
     epochs: int | None = None  # warmup_cosine only: the schedule's length is epochs × steps_per_epoch
     steps_per_epoch: int | None = None
+    # eV, the loss's energy unit σ (the potential's energy_scale when training starts): a loss setting,
+    # static like the weights. XLA folds 1/σ² into the loss and its gradient; a traced σ would change the
+    # last bits of every step (and, through Adam, of the trained model) against the same run before.
+    loss_sigma: float = 1.0
 
     @classmethod
     def from_config(cls, config: TrainConfig, steps_per_epoch: int) -> "StepSettings":
@@ -164,12 +164,13 @@ def compiled_steps(definition: PotentialDef, settings: StepSettings, compute_str
     norm) -> error sums`` (:func:`mlpjax.training.loss.error_sums`).
 
     ``norm``: a :class:`PotentialParams` with the fitted E0/shift/scale (its ``params`` are
-    ignored; the step's parameters come from ``state`` / ``params``); the loss's σ is
-    ``norm.energy_scale``. Cached on the (static, hashable) arguments only; ``x64`` is
+    ignored; the step's parameters come from ``state`` / ``params``); the loss's σ is the static
+    ``settings.loss_sigma``. Cached on the (static, hashable) arguments only; ``x64`` is
     ``jax.config.jax_enable_x64``, which changes what the traced code computes in.
     """
     del x64  # a key only
     weights = settings.weights
+    sigma = float(settings.loss_sigma)
     optimizer = settings.make_optimizer()
     schedule = settings.lr_shape()
     ema_decay = float(settings.ema_decay)
@@ -177,7 +178,6 @@ def compiled_steps(definition: PotentialDef, settings: StepSettings, compute_str
     def loss_fn(params, batch: GraphBatch, norm: PotentialParams):
         pred = definition.predict(norm._replace(params=params), batch, compute_stress=compute_stress)
         sums = error_sums(pred, batch, compute_stress)
-        sigma = jnp.asarray(norm.energy_scale).astype(pred.energy.dtype)  # float32 loss for float32 parameters under x64
         return loss_from_sums(sums, sigma, weights), sums
 
     def train_step(state: TrainState, batch: GraphBatch, norm: PotentialParams):
@@ -206,8 +206,9 @@ def compiled_steps(definition: PotentialDef, settings: StepSettings, compute_str
 def make_step_fns(potential: Potential, config: TrainConfig, steps_per_epoch: int, compute_stress: bool) -> StepFns:
     """``train_step(state, batch) -> (state, aux)`` and ``eval_step(params, batch) -> sums`` for
     ``potential``: :func:`compiled_steps` with the potential's normalisation bound as ``norm``."""
-    fns = compiled_steps(potential.definition, StepSettings.from_config(config, steps_per_epoch), bool(compute_stress),
-                         bool(jax.config.jax_enable_x64))
+    settings = dataclasses.replace(StepSettings.from_config(config, steps_per_epoch),
+                                   loss_sigma=float(potential.energy_scale))
+    fns = compiled_steps(potential.definition, settings, bool(compute_stress), bool(jax.config.jax_enable_x64))
     norm = potential.variables_with(None)
     train_step, eval_step = fns.train_step, fns.eval_step
     return fns._replace(train_step=lambda state, batch: train_step(state, batch, norm),
