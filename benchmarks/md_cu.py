@@ -6,7 +6,7 @@
 NPT protocol (the same for both sides): fcc Cu built at ``mlpjax.data.emt.EMT_CU_LATTICE``
 (3.59 Å), Maxwell–Boltzmann velocities at the target temperature, isotropic MTK
 Nosé–Hoover NPT (thermostat and barostat chains; mlpjax: ``mlpjax.md.simulate``, jax-md's
-``npt_nose_hoover`` splitting with the fractional position update of ``md._npt_mtk_apply``;
+``npt_nose_hoover`` splitting with the fractional position update of ``mlpjax.md.integrators.npt_mtk_apply``;
 EMT: ``ase.md.nose_hoover_chain.IsotropicMTKNPT``), 300 K,
 0 GPa, 2 fs, thermostat τ 100 fs, barostat τ 500 fs, the perfect lattice with velocities at
 2 T (so that equipartition leaves it near T; the same velocities for both); the volume is averaged over the second

@@ -1,6 +1,6 @@
 """Command-line interface: ``mlpjax train | evaluate | validate | md | analyze | data``.
 
-Every sub-command is a thin layer over the Python API (mlpjax.train.train,
+Every sub-command is a thin layer over the Python API (mlpjax.training.train,
 mlpjax.validate.metrics, mlpjax.validate.validate_report, mlpjax.md.simulate,
 mlpjax.replicas.simulate_replicas,
 mlpjax.analysis, mlpjax.data.emt), so
@@ -859,7 +859,7 @@ def main(argv=None) -> int:
     Errors are one line ``mlpjax CMD: error: MESSAGE`` on stderr, never a traceback, for:
     argparse errors (each option's type checks its value), :class:`mlpjax.config.ConfigError`
     (configuration and option checks; a ValueError), :class:`mlpjax.data.DataError` (bad data),
-    :class:`mlpjax._io.CorruptFileError` (bad model / checkpoint / restart file),
+    :class:`mlpjax.files.CorruptFileError` (bad model / checkpoint / restart file),
     FileNotFoundError, and any other OSError that names a file (permission denied, disk full,
     a path under a regular file: the environment, not a bug, so the path is what the user needs).
     Every other exception is a bug and keeps its traceback; so does any of the above with the
@@ -871,7 +871,7 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     except _UsageError as err:  # the one-line message is already on stderr
         return err.code
-    from mlpjax._io import CorruptFileError
+    from mlpjax.files import CorruptFileError
     from mlpjax.config import ConfigError
     from mlpjax.data import DataError
 

@@ -132,7 +132,8 @@ def _fmt(value) -> str:
     return format(value, "g") if isinstance(value, float) else repr(value)
 
 
-def _suggest(name: str, known) -> str:
+def suggest(name: str, known) -> str:
+    """`` (did you mean …?)`` for the closest of ``known`` to ``name``, else ``""`` (error messages)."""
     import difflib
 
     close = difflib.get_close_matches(str(name), list(known), n=1)
@@ -144,7 +145,7 @@ def _validate(cfg: TrainConfig) -> None:
     from mlpjax.units import resolve_units
 
     if cfg.model not in models.available():
-        raise ConfigError(f"unknown model {cfg.model!r}{_suggest(cfg.model, models.available())}; "
+        raise ConfigError(f"unknown model {cfg.model!r}{suggest(cfg.model, models.available())}; "
                           f"choose from {', '.join(models.available())}", option="model")
     if not isinstance(cfg.model_config, dict):
         raise ConfigError(f"model_config must be a mapping of {cfg.model} options, got {type(cfg.model_config).__name__}",
@@ -152,7 +153,7 @@ def _validate(cfg: TrainConfig) -> None:
     known = [f.name for f in dataclasses.fields(models.config_class(cfg.model))]
     for key in cfg.model_config:
         if key not in known:
-            raise ConfigError(f"unknown {cfg.model} option {key!r} in model_config{_suggest(key, known)}; "
+            raise ConfigError(f"unknown {cfg.model} option {key!r} in model_config{suggest(key, known)}; "
                               f"known: {', '.join(sorted(known))}", option=f"model_config.{key}")
     try:
         models.make_config(cfg.model, cfg.model_config)  # the model's own value checks
@@ -247,7 +248,7 @@ def _from_dict(values: dict, *, source: str | None, lines: dict) -> TrainConfig:
     for key in values:
         if key not in _FIELDS:
             where = f" in {_where(source, lines.get(key))}" if source else ""
-            raise ConfigError(f"unknown training option {key!r}{where}{_suggest(key, _FIELDS)}; "
+            raise ConfigError(f"unknown training option {key!r}{where}{suggest(key, _FIELDS)}; "
                               f"known options: {', '.join(sorted(_FIELDS))}", option=str(key), source=source, line=lines.get(key))
     try:
         kwargs = {k: _coerce(k, v) for k, v in values.items()}
@@ -325,7 +326,7 @@ def dump_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
     """Write ``cfg`` as YAML (every field, so the file documents the run completely)."""
     import yaml
 
-    from mlpjax._io import atomic_write_bytes
+    from mlpjax.files import atomic_write_bytes
 
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
     atomic_write_bytes(path, text.encode())
@@ -342,7 +343,7 @@ def override(cfg: TrainConfig, **flags) -> TrainConfig:
     changes = {k: v for k, v in flags.items() if v is not None}
     for key in changes:
         if key not in _FIELDS:
-            raise ConfigError(f"unknown training option {key!r}{_suggest(key, _FIELDS)}; known options: "
+            raise ConfigError(f"unknown training option {key!r}{suggest(key, _FIELDS)}; known options: "
                               f"{', '.join(sorted(_FIELDS))}", option=key)
     changes = {k: _coerce(k, v) for k, v in changes.items()}
     if "model_config" in changes and "model" not in changes:

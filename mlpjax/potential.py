@@ -20,7 +20,7 @@ pressure P = -tr σ / 3). Stress is zero for non-periodic structures. Structures
 a batch are independent (each has its own strain and energy), and the gradient of
 a sum of independent terms gives each structure its own forces: no leakage.
 
-Model file ``*.mlpjax``: a checksummed msgpack container (see :mod:`mlpjax._io`)
+Model file ``*.mlpjax``: a checksummed msgpack container (see :mod:`mlpjax.files`)
 holding a JSON header (architecture, cutoff, species, reference energies, units,
 split, ...) and the parameter pytree.
 """
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlpjax import models as _models
-from mlpjax._io import read_checked, write_checked
+from mlpjax.files import read_checked, write_checked
 from mlpjax.cache import compiled
 
 MODEL_MAGIC = b"MLPJAX-POTENTIAL-1\n"
@@ -474,7 +474,7 @@ def _json_default(x):
 
 
 def load(path: str | os.PathLike) -> Potential:
-    """Load a ``*.mlpjax`` model file (raises :class:`mlpjax._io.CorruptFileError` if damaged)."""
+    """Load a ``*.mlpjax`` model file (raises :class:`mlpjax.files.CorruptFileError` if damaged)."""
     payload = read_checked(path, MODEL_MAGIC, "model")
     header = json.loads(payload["header"])
     params = jax.tree_util.tree_map(jnp.asarray, payload["params"])

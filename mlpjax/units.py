@@ -122,7 +122,7 @@ def resolve_units(units: "str | Units") -> Units:
     try:
         return _NAMED[units]
     except (KeyError, TypeError):  # TypeError: an unhashable value
-        from mlpjax.config import _suggest
+        from mlpjax.config import suggest
 
-        raise ConfigError(f"unknown units {units!r}{_suggest(units, _NAMED)}; use one of {', '.join(_NAMED)} "
+        raise ConfigError(f"unknown units {units!r}{suggest(units, _NAMED)}; use one of {', '.join(_NAMED)} "
                           "(or mlpjax.units.Units(energy=..., length=...) in Python)", option="units") from None

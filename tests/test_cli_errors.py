@@ -317,7 +317,7 @@ def test_warnings_print_as_one_line_and_the_hook_is_restored(monkeypatch, files,
 
 
 def test_train_strict_reaches_the_python_api(monkeypatch, files, capsys):
-    """--strict is passed to mlpjax.train.train; a unit-sanity DataError from it is a one-line error."""
+    """--strict is passed to mlpjax.training.train; a unit-sanity DataError from it is a one-line error."""
     import mlpjax.training
     from mlpjax.data import DataError
 

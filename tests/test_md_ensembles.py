@@ -82,7 +82,7 @@ def test_npt_extended_energy_error_scales_as_dt_squared(pot):
     """The same 120 fs of NPT at dt = 1 and 0.5 fs while the box expands (0 GPa target below the
     start's pressure): a consistent splitting's extended-energy error falls ~4× when dt halves.
     jax-md's own MTK position update (fractional R fed to the Cartesian form) gave an error that
-    followed the volume change and did not fall with dt (mlpjax.md._npt_mtk_apply)."""
+    followed the volume change and did not fall with dt (mlpjax.md.integrators.npt_mtk_apply)."""
     errors = {}
     with jax.enable_x64(True):
         for dt in (1.0, 0.5):

@@ -183,7 +183,7 @@ def write_analysis(result: dict, output_dir) -> dict:
 
     from matplotlib.figure import Figure  # no pyplot: Agg canvas, no GUI backend, nothing global
 
-    from mlpjax._io import atomic_write_bytes
+    from mlpjax.files import atomic_write_bytes
 
     os.makedirs(output_dir, exist_ok=True)
     nums, curves = result["numbers"], result["curves"]

@@ -22,7 +22,7 @@ noise). Three checks catch the common mix-ups (the unit checklist of the workflo
 
 Everything is in internal units (eV, Å), i.e. after the declared ``units`` were
 applied, so a file read with the right ``units=`` passes. :func:`check_units` returns
-the problems found; :mod:`mlpjax.train` warns with them, or raises with ``strict``.
+the problems found; :mod:`mlpjax.training` warns with them, or raises with ``strict``.
 
 Limits: a mix-up that scales energies and forces by the same factor (k = 1: kcal/mol
 and kcal/mol/Å, or everything in atomic units with positions in bohr) is caught only

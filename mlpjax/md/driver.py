@@ -456,7 +456,7 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
         ``potential.variables`` (same architecture; nothing is recompiled).
     Raises:
       ValueError: bad settings, a cell too small with ``multi_image=False``, unknown elements,
-        a restart file of another run; mlpjax._io.CorruptFileError for a damaged restart file.
+        a restart file of another run; mlpjax.files.CorruptFileError for a damaged restart file.
       MDInstabilityError: the run exploded (last good frame written, logs flushed).
     """
     config = config or MDConfig()

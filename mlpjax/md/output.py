@@ -11,7 +11,7 @@ in ASE) and step/time/temperature/pressure in ``info``; streamed to extxyz or AS
 **Restart files** hold everything needed to continue bit-for-bit: the integrator states of all
 runs (positions, momenta, forces, thermostat/barostat chains, RNG keys) and their neighbour lists
 (indices AND reference positions, so the continued run sums pairs in the same order), written
-atomically with a checksum (mlpjax._io) and a fingerprint of the dynamics they continue.
+atomically with a checksum (mlpjax.files) and a fingerprint of the dynamics they continue.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def _fingerprint(system: MDSystem, config: MDConfig, n_runs: int) -> dict:
 
 def write_restart(path, system: MDSystem, config: MDConfig, state, nbrs, step: int) -> None:
     """Write the batched ``state``/``nbrs`` of all runs at ``step`` (see the module docstring)."""
-    from mlpjax import _io
+    from mlpjax import files
 
     payload = {
         "fingerprint": json.dumps(_fingerprint(system, config, int(np.shape(state.position)[0]))),
@@ -130,15 +130,15 @@ def write_restart(path, system: MDSystem, config: MDConfig, state, nbrs, step: i
         "nbrs": [np.asarray(x) for x in jax.tree_util.tree_leaves(nbrs)],
         "max_occupancy": int(nbrs.max_occupancy),
     }
-    _io.write_checked(path, RESTART_MAGIC, payload)
+    files.write_checked(path, RESTART_MAGIC, payload)
 
 
 def load_restart(path, system: MDSystem, config: MDConfig, n_runs: int) -> dict:
     """The checked payload of a restart file: a clear error if the file is damaged or belongs
     to another system/ensemble/timestep/number of runs. Cheap: called before anything is compiled."""
-    from mlpjax import _io
+    from mlpjax import files
 
-    payload = _io.read_checked(path, RESTART_MAGIC, "MD restart file")
+    payload = files.read_checked(path, RESTART_MAGIC, "MD restart file")
     want = _fingerprint(system, config, n_runs)
     have = json.loads(payload["fingerprint"])
     diff = {k: (have.get(k), v) for k, v in want.items() if k != "steps" and have.get(k) != v}

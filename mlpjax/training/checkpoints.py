@@ -1,4 +1,4 @@
-"""Training checkpoints: checksummed, written atomically (:mod:`mlpjax._io`), the previous one
+"""Training checkpoints: checksummed, written atomically (:mod:`mlpjax.files`), the previous one
 kept as ``*.prev.ckpt`` and used when the latest is missing or damaged.
 
 A checkpoint holds the :class:`mlpjax.training.steps.TrainState` (parameters, EMA, optimiser and
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlpjax._io import CorruptFileError, read_checked, write_checked
+from mlpjax.files import CorruptFileError, read_checked, write_checked
 from mlpjax.config import TrainConfig
 from mlpjax.potential import Potential
 from mlpjax.training.steps import TrainState

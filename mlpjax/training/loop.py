@@ -48,7 +48,7 @@ import numpy as np
 
 from mlpjax import data as _data
 from mlpjax import models as _models
-from mlpjax._io import atomic_write_bytes
+from mlpjax.files import atomic_write_bytes
 from mlpjax.config import TrainConfig, dump_config
 from mlpjax.graph import AtomGraph, Budget, batches, make_budget, to_graphs
 from mlpjax.potential import Potential

@@ -195,7 +195,7 @@ def parity_plot(potential_or_predictions, configs: Sequence[Configuration], path
 
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, thread-safe, nothing global
 
-    from mlpjax._io import atomic_write_bytes
+    from mlpjax.files import atomic_write_bytes
 
     configs = list(configs)
     ref = reference_arrays(configs)

@@ -16,7 +16,7 @@ __all__: list[str] = []
 def _save(fig, path) -> None:
     import io
 
-    from mlpjax._io import atomic_write_bytes
+    from mlpjax.files import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

@@ -340,7 +340,7 @@ def _json_report(report: dict) -> dict:
 
 
 def _write_report_files(report: dict, output_dir: str) -> None:
-    from mlpjax._io import atomic_write_bytes
+    from mlpjax.files import atomic_write_bytes
 
     report["files"]["json"] = "report.json"
     report["files"]["markdown"] = "report.md"
