@@ -15,7 +15,7 @@ from jax_md import partition, space
 import mlpjax
 from conftest import CUTOFF, TINY_CONFIGS, _base_potential, config, cu_atoms, cu_triclinic_atoms, ethanol_atoms
 from mlpjax import models
-from mlpjax._io import CorruptFileError
+from mlpjax.files import CorruptFileError
 from mlpjax.data import DataError, read
 from mlpjax.graph import Budget, batches, make_budget, pack, to_graph, to_graphs
 from mlpjax.graph.neighbors import neighbor_list

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mlpjax import data, load
-from mlpjax._io import CorruptFileError
+from mlpjax.files import CorruptFileError
 from mlpjax.config import TrainConfig, config_from_dict, dump_config, load_config, override
 from mlpjax.training import load_checkpoint, potential_from_checkpoint, prepare_potential, train
 from mlpjax.validate import predict_dataset
