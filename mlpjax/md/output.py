@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlpjax import units as _units
+from mlpjax.config import ConfigError
 from mlpjax.md.config import EV_PER_A3_IN_GPA, MDConfig
 from mlpjax.md.system import MDSystem, hashable_neighbor_list
 
@@ -134,19 +135,21 @@ def write_restart(path, system: MDSystem, config: MDConfig, state, nbrs, step: i
 
 
 def load_restart(path, system: MDSystem, config: MDConfig, n_runs: int) -> dict:
-    """The checked payload of a restart file: a clear error if the file is damaged or belongs
-    to another system/ensemble/timestep/number of runs. Cheap: called before anything is compiled."""
+    """The checked payload of a restart file: a clear error if the file is damaged
+    (mlpjax.files.CorruptFileError) or belongs to another system/ensemble/timestep/number of runs
+    (mlpjax.config.ConfigError, a ValueError). Cheap: called before anything is compiled."""
     from mlpjax import files
 
-    payload = files.read_checked(path, RESTART_MAGIC, "MD restart file")
+    payload = files.read_checked(path, RESTART_MAGIC, "MD restart")
     want = _fingerprint(system, config, n_runs)
     have = json.loads(payload["fingerprint"])
     diff = {k: (have.get(k), v) for k, v in want.items() if k != "steps" and have.get(k) != v}
     if diff:
-        raise ValueError(f"{path}: restart file does not match this run: " + ", ".join(
-            f"{k} is {a!r} in the file but {b!r} here" for k, (a, b) in diff.items()))
+        raise ConfigError(f"{path}: restart file does not match this run: " + ", ".join(
+            f"{k} is {a!r} in the file but {b!r} here" for k, (a, b) in diff.items()), option="restart", source=str(path))
     if int(payload["step"]) > config.steps:
-        raise ValueError(f"{path}: the restart is at step {payload['step']}, beyond steps = {config.steps}")
+        raise ConfigError(f"{path}: the restart is at step {payload['step']}, beyond steps = {config.steps}",
+                          option="restart", source=str(path))
     return payload
 
 
