@@ -250,7 +250,6 @@ def test_structure_for_rejects_unknown_elements_and_specs():
     (["md", "{file}", "{file}", "--steps", "5", "--ensemble", "nvt"], ["--ensemble nvt needs --temperature"]),
     (["md", "{file}", "{file}", "--steps", "5", "--replicas", "3", "--replica-temperatures", "300,600"],
      ["--replica-temperatures gives 2 temperatures for --replicas 3"]),
-    (["md", "{file}", "{file}", "--steps", "5", "--replicas", "2", "--restart-out", "{dir}/r.restart"], ["--restart"]),
     (["md", "{file}", "{file}", "--steps", "5", "--pressure-final", "2"], ["--pressure-final", "npt"]),
     (["md", "{file}", "{file}", "--steps", "5", "--restart-every", "2"], ["--restart-every needs --restart-out"]),
     (["analyze", "{file}", "--fit-range", "0.5", "0.1"], ["--fit-range", "START < END"]),

@@ -19,7 +19,7 @@ from mlpjax.md.engine import Engine, compile_stats, engine
 from mlpjax.md.output import THERMO_COLUMNS, frame_atoms
 from mlpjax.md.replicas import ReplicaResult, replica_paths, simulate_replicas
 from mlpjax.md.system import (MDSystem, build_system, check_cell, grow_neighbor_list, hashable_neighbor_list,
-                              needs_reallocation, perpendicular_widths, supercell, supercell_repeats)
+                              needs_reallocation, perpendicular_widths, stack_neighbor_lists, supercell, supercell_repeats)
 
 __all__ = [
     "ENSEMBLES", "EV_PER_A3_IN_GPA", "MDConfig", "Targets", "dynamics_settings",
@@ -29,5 +29,5 @@ __all__ = [
     "THERMO_COLUMNS", "frame_atoms",
     "ReplicaResult", "replica_paths", "simulate_replicas",
     "MDSystem", "build_system", "check_cell", "grow_neighbor_list", "hashable_neighbor_list", "needs_reallocation",
-    "perpendicular_widths", "supercell", "supercell_repeats",
+    "perpendicular_widths", "stack_neighbor_lists", "supercell", "supercell_repeats",
 ]

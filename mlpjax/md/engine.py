@@ -114,7 +114,8 @@ def _build(system: MDSystem, config: MDConfig, record_every: int, params_batched
     def record(variables, state, nbrs, step, targets):
         k = jnp.asarray(step).astype(state.position.dtype)  # ramps in the simulation's precision
         kT = targets.kT_at(config, k)
-        return jax.vmap(record_one, in_axes=(p_axis, 0, 0, 0, None))(variables, state, nbrs, kT, config.pressure_at(k))
+        return jax.vmap(jax.checkpoint(record_one, prevent_cse=False), in_axes=(p_axis, 0, 0, 0, None))(
+            variables, state, nbrs, kT, config.pressure_at(k))
 
     def init(variables, keys, R, nbrs, targets, momenta=None):
         def one(v, key, r, nb, kT):
@@ -128,7 +129,10 @@ def _build(system: MDSystem, config: MDConfig, record_every: int, params_batched
     def step_one(variables, state, nbrs, kT, pressure):
         return bound(variables)[0].step(state, nbrs, kT, pressure)
 
-    step_all = jax.vmap(step_one, in_axes=(p_axis, 0, 0, 0, None))
+    # jax.checkpoint: under reverse-mode AD (a gradient through the trajectory) a step's intermediates
+    # are recomputed in the backward pass instead of stored, so memory grows with steps × state, not
+    # steps × activations; plain runs are unaffected (prevent_cse=False: no barrier needed inside loops)
+    step_all = jax.vmap(jax.checkpoint(step_one, prevent_cse=False), in_axes=(p_axis, 0, 0, 0, None))
 
     def chunk(variables, state, nbrs, first_step, n_steps, targets):
         if n_steps % record_every:
