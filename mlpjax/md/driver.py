@@ -46,7 +46,7 @@ from mlpjax.md.system import (MDSystem, as_atoms, build_system, grow_neighbor_li
                               perpendicular_widths, stack_neighbor_lists)
 
 __all__ = ["MDResult", "MDInstabilityError", "ReplicaInstabilityError", "NeighborListOverflowError", "ChunkedRun",
-           "Run", "Outcome", "run_chunked", "record_problem", "drive", "simulate"]
+           "Run", "ReplicaResult", "run_chunked", "record_problem", "drive", "simulate"]
 
 
 class MDInstabilityError(RuntimeError):
@@ -196,21 +196,33 @@ class Run:
     label: str | None = None  # "replica k (T = … K, seed s)"; None for a single simulation
 
 
-class Outcome(NamedTuple):
-    system: MDSystem
-    dof: int
-    state: Any  # batched final state (leaves [R, ...])
-    nbrs: Any  # batched final neighbour lists
-    thermo: list  # R dicts of THERMO_COLUMNS → 1-D numpy arrays
-    last_good: list  # R ase.Atoms: each run's last checked frame (the final one for a finished run)
-    velocities: np.ndarray  # [R, N, 3] Å/ASE-time, final, input orientation
-    forces: np.ndarray  # [R, N, 3] eV/Å, final, input orientation
-    n_reallocations: int
-    timings: dict
+@dataclasses.dataclass
+class ReplicaResult:
+    """The result of :func:`drive`: R runs (replicas) of one system."""
+
+    atoms: list  # R final ase.Atoms (positions, velocities, cell, pbc; input orientation): the last checked frames
+    positions: np.ndarray  # [R, N, 3] Å, final Cartesian positions
+    velocities: np.ndarray  # [R, N, 3] Å/ASE-time
+    forces: np.ndarray  # [R, N, 3] eV/Å at the final positions
+    thermo: list  # R dicts: step, time_ps, E_pot_eV, E_kin_eV, E_tot_eV, T_K, P_GPa, V_A3, E_cons_eV (1-D arrays)
+    temperatures_K: np.ndarray  # [R] K, each replica's (starting) target temperature
+    seeds: list  # R ints
+    n_neighbor_reallocations: int
+    neighbor_capacity: int  # pairs per replica (one capacity for all)
+    steps_done: int
+    timings: dict  # compile_s, run_s, chunk_s, steps_per_s (of the batch), replica_steps_per_s, atom_steps_per_s
+    final_state: Any = None  # the batched jax-md state (leaves [R, ...], simulation coordinates)
+    log_paths: list | None = None
+    trajectory_paths: list | None = None
+    image_repeats: tuple = (1, 1, 1)
+
+    @property
+    def n_replicas(self) -> int:
+        return len(self.thermo)
 
 
 def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, progress: bool = True, restart=None,
-          restart_out=None, restart_every: int | None = None) -> Outcome:
+          restart_out=None, restart_every: int | None = None) -> ReplicaResult:
     """Run ``runs`` (R ≥ 1 runs of one system) in one compiled engine; see the module docstring.
 
     Args:
@@ -425,13 +437,20 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
                "chunk_steps": chunk, "steps_per_s": _steps_per_s(list(run.chunk_times), lengths, chunk),
                "reallocation_log": realloc_messages,
                "compilations": n_compiles - n_compiles0}  # 0 when an earlier run of this architecture compiled the engine
-    return Outcome(
-        system=system, dof=dof, state=run.state, nbrs=run.nbrs,
-        thermo=[{c: np.asarray(v) for c, v in th.items()} for th in thermo],
-        last_good=[frame(k, last["step"], last["recs"][k]) for k in range(r_count)],
-        velocities=system.to_input_frame(np.asarray(run.state.momentum, np.float64)
-                                         / np.asarray(system.masses, np.float64)[None, :, None]),
-        forces=system.to_input_frame(run.state.force), n_reallocations=run.n_reallocations, timings=timings)
+    last_good = [frame(k, last["step"], last["recs"][k]) for k in range(r_count)]
+    timings.update(replica_steps_per_s=timings["steps_per_s"] * r_count,
+                   atom_steps_per_s=timings["steps_per_s"] * r_count * system.n_atoms)
+    masses = np.asarray(system.masses, np.float64)[None, :, None]
+    return ReplicaResult(
+        atoms=last_good, positions=np.stack([a.positions for a in last_good]),
+        velocities=system.to_input_frame(np.asarray(run.state.momentum, np.float64) / masses),
+        forces=system.to_input_frame(run.state.force), thermo=[{c: np.asarray(v) for c, v in th.items()} for th in thermo],
+        temperatures_K=np.array([r.config.temperature_K for r in runs], np.float64), seeds=[r.config.seed for r in runs],
+        n_neighbor_reallocations=run.n_reallocations, neighbor_capacity=int(run.nbrs.max_occupancy),
+        steps_done=config.steps, timings=timings, final_state=run.state,
+        log_paths=[r.log for r in runs if r.log is not None] or None,
+        trajectory_paths=[r.trajectory for r in runs if r.trajectory is not None] or None,
+        image_repeats=tuple(system.repeats))
 
 
 def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, *, trajectory=None, log=None,
@@ -465,8 +484,7 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
               trajectory=None if trajectory is None else os.fspath(trajectory))
     out = drive(potential, [run], config, variables=variables, progress=progress, restart=restart,
                 restart_out=restart_out, restart_every=restart_every)
-    final_atoms = out.last_good[0]
-    return MDResult(atoms=final_atoms, positions=np.asarray(final_atoms.positions), velocities=out.velocities[0],
-                    forces=out.forces[0], thermo=out.thermo[0], n_neighbor_reallocations=out.n_reallocations,
-                    neighbor_capacity=int(out.nbrs.max_occupancy), last_good_frame=final_atoms, steps_done=config.steps,
-                    timings=out.timings, final_state=_take(out.state, 0), image_repeats=tuple(out.system.repeats))
+    return MDResult(atoms=out.atoms[0], positions=out.positions[0], velocities=out.velocities[0], forces=out.forces[0],
+                    thermo=out.thermo[0], n_neighbor_reallocations=out.n_neighbor_reallocations,
+                    neighbor_capacity=out.neighbor_capacity, last_good_frame=out.atoms[0], steps_done=out.steps_done,
+                    timings=out.timings, final_state=_take(out.final_state, 0), image_repeats=out.image_repeats)

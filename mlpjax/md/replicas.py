@@ -25,38 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
-
 import numpy as np
 
 from mlpjax.md.config import MDConfig
-from mlpjax.md.driver import ReplicaInstabilityError, Run, drive
+from mlpjax.md.driver import ReplicaInstabilityError, ReplicaResult, Run, drive
 from mlpjax.md.system import as_atoms
 
 __all__ = ["ReplicaResult", "ReplicaInstabilityError", "simulate_replicas", "replica_paths"]
-
-
-@dataclasses.dataclass
-class ReplicaResult:
-    atoms: list  # R final ase.Atoms (positions, velocities, cell, pbc; input orientation)
-    positions: np.ndarray  # [R, N, 3] Å, final Cartesian positions
-    velocities: np.ndarray  # [R, N, 3] Å/ASE-time
-    forces: np.ndarray  # [R, N, 3] eV/Å at the final positions
-    thermo: list  # R dicts: step, time_ps, E_pot_eV, E_kin_eV, E_tot_eV, T_K, P_GPa, V_A3, E_cons_eV (1-D arrays)
-    temperatures_K: np.ndarray  # [R] K, each replica's (starting) target temperature
-    seeds: list  # R ints
-    n_neighbor_reallocations: int
-    neighbor_capacity: int  # pairs per replica (one capacity for all)
-    steps_done: int
-    timings: dict  # compile_s, run_s, chunk_s, steps_per_s (of the batch), replica_steps_per_s, atom_steps_per_s
-    final_state: Any = None  # the batched jax-md state (leaves [R, ...], simulation coordinates)
-    log_paths: list | None = None
-    trajectory_paths: list | None = None
-    image_repeats: tuple = (1, 1, 1)
-
-    @property
-    def n_replicas(self) -> int:
-        return len(self.thermo)
 
 
 def replica_paths(path, n_replicas: int) -> list[str]:
@@ -167,15 +142,5 @@ def simulate_replicas(potential, structures, config: MDConfig | None = None, *, 
     runs = [Run(atoms=a, config=c, log=lp, trajectory=tp, frame_name=f"last_good_frame_replica{k}.xyz",
                 label=f"replica {k} (T = {temperatures[k]:g} K, seed {seeds[k]})")
             for k, (a, c, lp, tp) in enumerate(zip(atoms_list, configs, log_paths, traj_paths))]
-    out = drive(potential, runs, config, variables=variables, progress=progress, restart=restart,
-                restart_out=restart_out, restart_every=restart_every)
-    timings = dict(out.timings)
-    steps_per_s = timings["steps_per_s"]  # steps of the whole batch per second
-    timings.update(replica_steps_per_s=steps_per_s * r_count, atom_steps_per_s=steps_per_s * r_count * out.system.n_atoms)
-    return ReplicaResult(
-        atoms=out.last_good, positions=np.stack([a.positions for a in out.last_good]), velocities=out.velocities,
-        forces=out.forces, thermo=out.thermo, temperatures_K=np.asarray(temperatures, np.float64), seeds=seeds,
-        n_neighbor_reallocations=out.n_reallocations, neighbor_capacity=int(out.nbrs.max_occupancy),
-        steps_done=config.steps, timings=timings, final_state=out.state,
-        log_paths=[p for p in log_paths if p is not None] or None,
-        trajectory_paths=[p for p in traj_paths if p is not None] or None, image_repeats=tuple(out.system.repeats))
+    return drive(potential, runs, config, variables=variables, progress=progress, restart=restart,
+                 restart_out=restart_out, restart_every=restart_every)
