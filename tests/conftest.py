@@ -325,6 +325,23 @@ def cu_triclinic_atoms(repeat: int = 2, seed: int = 2):
     return atoms
 
 
+def cu108_triclinic_rotated(seed: int = 3):
+    """108 Cu atoms in a sheared cell, rigidly rotated so the cell is far from ASE's standard
+    (lower-triangular) form: the MD tests' hardest periodic cell."""
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3)
+    shear = np.array([[1.0, 0.0, 0.0], [0.08, 1.0, 0.0], [0.05, -0.06, 1.0]])
+    atoms.set_cell(atoms.cell.array @ shear, scale_atoms=True)
+    atoms.rattle(0.05, seed=seed)
+    rot = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))[0]
+    if np.linalg.det(rot) < 0:
+        rot[:, 0] *= -1
+    atoms.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
+    atoms.positions = atoms.positions @ rot.T
+    return atoms
+
+
 def ethanol_atoms(rattle: float = 0.02, seed: int = 3):
     from ase.build import molecule
 

@@ -29,6 +29,8 @@ from mlpjax.md import (
 )
 from mlpjax.potential import Potential
 
+from conftest import cu108_triclinic_rotated
+
 SMALL = {"features": 16, "interactions": 2, "num_rbf": 8, "filter_hidden": 16}
 
 
@@ -62,24 +64,9 @@ def _cu108(rattle=0.05, seed=1):
     return atoms
 
 
-def _triclinic_rotated(seed=3):
-    """108 Cu atoms in a sheared cell, rigidly rotated so the cell is far from ASE's standard form."""
-    atoms = _cu108(rattle=0.0)
-    cell = atoms.cell.array.copy()
-    shear = np.array([[1.0, 0.0, 0.0], [0.08, 1.0, 0.0], [0.05, -0.06, 1.0]])
-    atoms.set_cell(cell @ shear, scale_atoms=True)
-    atoms.rattle(0.05, seed=seed)
-    rot = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))[0]
-    if np.linalg.det(rot) < 0:
-        rot[:, 0] *= -1
-    atoms.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
-    atoms.positions = atoms.positions @ rot.T
-    return atoms
-
-
 # ----------------------------------------------------------------------------- energies
 def test_jaxmd_energy_matches_ase_triclinic(cu_pot):
-    atoms = _triclinic_rotated()
+    atoms = cu108_triclinic_rotated()
     assert abs(atoms.cell.array[0, 1]) > 0.1  # really not in standard (lower-triangular) form
     system = build_system(cu_pot, atoms, MDConfig())
     assert system.periodic
@@ -202,7 +189,7 @@ def test_nve_energy_conservation_float64(cu_pot, tmp_path):
     with the energy (wrong sign or factor, a missed pair, a stale neighbour list) or a
     broken integrator produce. Also runs a rotated triclinic cell and checks the output files."""
     pot = cu_pot.replace(energy_scale=10.0)
-    atoms = _triclinic_rotated()
+    atoms = cu108_triclinic_rotated()
     n = len(atoms)
     cfg = MDConfig(ensemble="nve", temperature_K=50.0, timestep_fs=1.0, steps=500, chunk_steps=250,
                    log_every=10, traj_every=100, dtype="float64", seed=0)

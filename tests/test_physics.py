@@ -33,6 +33,7 @@ from conftest import (
     SPECIES,
     config,
     cu_atoms,
+    cu108_triclinic_rotated,
     cu_triclinic_atoms,
     ethanol_atoms,
     get_model,
@@ -379,22 +380,6 @@ def test_jaxmd_ase_and_predict_agree(model, kind):
 NVE_MODELS = ("painn",)
 
 
-def _cu108_triclinic_rotated(seed: int = 3):
-    """108 Cu atoms in a sheared cell, rigidly rotated far from ASE's standard form (as in test_md)."""
-    from ase.build import bulk
-
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3)
-    shear = np.array([[1.0, 0.0, 0.0], [0.08, 1.0, 0.0], [0.05, -0.06, 1.0]])
-    atoms.set_cell(atoms.cell.array @ shear, scale_atoms=True)
-    atoms.rattle(0.05, seed=seed)
-    rot = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))[0]
-    if np.linalg.det(rot) < 0:
-        rot[:, 0] *= -1
-    atoms.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
-    atoms.positions = atoms.positions @ rot.T
-    return atoms
-
-
 @pytest.mark.parametrize("name", NVE_MODELS)
 def test_nve_energy_conservation_float64(name):
     """Velocity Verlet with forces that are the exact gradient of a smooth energy: E_tot
@@ -407,7 +392,7 @@ def test_nve_energy_conservation_float64(name):
     from mlpjax.md import MDConfig, simulate
 
     model = get_model(name, "float64")
-    atoms = _cu108_triclinic_rotated()
+    atoms = cu108_triclinic_rotated()
     n = len(atoms)
     cfg = MDConfig(ensemble="nve", temperature_K=50.0, timestep_fs=1.0, steps=200, chunk_steps=100,
                    log_every=10, traj_every=100, dtype="float64", seed=0)

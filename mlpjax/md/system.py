@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlpjax.cache import compiled
 from mlpjax.graph.cells import check_cell, perpendicular_widths, supercell, supercell_repeats  # noqa: F401 (re-exported)
 from mlpjax.md.config import MDConfig
 
@@ -243,9 +244,9 @@ class MDSystem:
         return update
 
 
-@functools.lru_cache(maxsize=8)
+@compiled(maxsize=8)
 def _energy_and_forces_jit(system: MDSystem):
-    # a check utility (tests, the CLI's sanity print): keyed by the system's identity like the engine
+    # a check utility (tests): keyed by the system's identity, like the engine
     return jax.jit(lambda v, R, nbrs: (system.energy(v, R, neighbor=nbrs), system.force(v, R, neighbor=nbrs)))
 
 
