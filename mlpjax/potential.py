@@ -457,6 +457,14 @@ class Potential:
         )
 
 
+def cast_floats(tree, dtype):
+    """``tree`` with every floating-point leaf as a ``dtype`` array, integer leaves untouched
+    (parameters or PotentialParams to a training/MD precision; jax-md states, whose Nosé–Hoover
+    chains jax-md builds in float32 whatever the positions' precision)."""
+    return jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, tree)
+
+
 def _float_dtype():
     return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 

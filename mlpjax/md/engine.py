@@ -40,7 +40,8 @@ import jax.numpy as jnp
 from mlpjax.cache import compiled
 from mlpjax.md.config import MDConfig, dynamics_settings
 from mlpjax.md.integrators import box_of, conserved_energy, degrees_of_freedom, integrator
-from mlpjax.md.system import MDSystem, cast_floats
+from mlpjax.md.system import MDSystem
+from mlpjax.potential import cast_floats
 
 __all__ = ["Engine", "engine", "compile_stats"]
 

@@ -37,9 +37,10 @@ import numpy as np
 from mlpjax.cache import compiled
 from mlpjax.graph.cells import check_cell, perpendicular_widths, supercell, supercell_repeats  # noqa: F401 (re-exported)
 from mlpjax.md.config import MDConfig
+from mlpjax.potential import cast_floats
 
 __all__ = [
-    "MDSystem", "build_system", "as_atoms", "cast_floats", "perpendicular_widths", "supercell_repeats", "supercell",
+    "MDSystem", "build_system", "as_atoms", "perpendicular_widths", "supercell_repeats", "supercell",
     "check_cell", "hashable_neighbor_list", "stack_neighbor_lists", "grow_neighbor_list", "needs_reallocation",
 ]
 
@@ -59,13 +60,6 @@ def as_atoms(structure):
 
         return read_structure(structure).to_atoms()
     raise TypeError(f"expected ase.Atoms, mlpjax.data.Configuration or a path, got {type(structure).__name__}")
-
-
-def cast_floats(tree, dtype):
-    """Every floating leaf of a pytree in ``dtype`` (parameters, integrator states: jax-md builds
-    some Nosé–Hoover chain variables in float32 whatever the positions' precision)."""
-    return jax.tree_util.tree_map(
-        lambda x: jnp.asarray(x).astype(dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, tree)
 
 
 # ----------------------------------------------------------------------------- system

@@ -15,14 +15,13 @@ import warnings
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mlpjax import data as _data
 from mlpjax import models as _models
 from mlpjax.config import TrainConfig
 from mlpjax.graph import AtomGraph, to_graphs
-from mlpjax.potential import Potential
+from mlpjax.potential import Potential, cast_floats
 
 
 def resolve_dtype(config: TrainConfig):
@@ -33,11 +32,6 @@ def resolve_dtype(config: TrainConfig):
             jax.config.update("jax_enable_x64", True)
         return np.float64
     return np.float32
-
-
-def cast_floats(tree, dtype):
-    """``tree`` with every floating-point leaf as a ``dtype`` array (integer leaves untouched)."""
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, tree)
 
 
 def prepare_potential(

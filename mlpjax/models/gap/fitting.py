@@ -24,7 +24,8 @@ from mlpjax import data as _data
 from mlpjax import models as _models
 from mlpjax.config import dump_config
 from mlpjax.graph import batches, make_budget, to_graphs
-from mlpjax.training import TrainResult, cast_floats, finalize, prepare_potential, split_data
+from mlpjax.potential import cast_floats
+from mlpjax.training import TrainResult, finalize, prepare_potential, split_data
 
 
 def _module(pot):
