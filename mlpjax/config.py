@@ -46,6 +46,7 @@ from typing import Any
 
 _OPTIMIZERS = ("adam", "adamw")
 _SCHEDULES = ("warmup_cosine", "plateau", "constant")
+_ENSEMBLE_KINDS = ("full", "shallow")
 _DTYPES = ("float32", "float64")
 
 
@@ -86,6 +87,14 @@ class TrainConfig:
     eval_every: int = 1  # epochs between validation passes
     checkpoint_every: int = 1  # epochs between checkpoints (also written on the last epoch / early stop / time limit)
     dtype: str = "float32"  # "float32" | "float64" (float64 switches on jax_enable_x64)
+    # --- ensembles (mlpjax.ensemble; the spread of the members is the uncertainty)
+    ensemble_size: int = 1  # M members trained together in one vmapped step (1: a single model)
+    ensemble_kind: str = "full"  # "full": M independent networks | "shallow": one network with M last-layer heads (Gaussian NLL)
+    bootstrap: bool = False  # full ensembles: each member trains on its own bootstrap resample of the training set
+    # --- transfer learning (start from a trained model)
+    init_from: str | None = None  # model file (*.mlpjax): its architecture and parameters are the starting point
+    freeze: tuple = ()  # parameter-path patterns (fnmatch on "params/layer/kernel") kept fixed during training
+    refit_reference_energies: bool = True  # init_from: re-fit the per-element E0 on the new data
 
     def __post_init__(self):
         _validate(self)
@@ -159,7 +168,8 @@ def _validate(cfg: TrainConfig) -> None:
         models.make_config(cfg.model, cfg.model_config)  # the model's own value checks
     except (ValueError, TypeError) as err:  # a bad value of a known option (the config dataclass's check)
         raise ConfigError(f"model_config: {err}", option="model_config") from err
-    for name, choices in (("optimizer", _OPTIMIZERS), ("schedule", _SCHEDULES), ("dtype", _DTYPES)):
+    for name, choices in (("optimizer", _OPTIMIZERS), ("schedule", _SCHEDULES), ("dtype", _DTYPES),
+                          ("ensemble_kind", _ENSEMBLE_KINDS)):
         value = getattr(cfg, name)
         if value not in choices:
             raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}", option=name)
@@ -167,6 +177,10 @@ def _validate(cfg: TrainConfig) -> None:
     for name, field in _FIELDS.items():  # numbers must be numbers before they are compared
         value = getattr(cfg, name)
         if value is None and name in _NULLABLE:
+            continue
+        if isinstance(field.default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} must be true or false, got {_fmt(value)}", option=name)
             continue
         if isinstance(field.default, (int, float)) and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
             kind = "an integer" if isinstance(field.default, int) and name not in _FLOAT_FIELDS else "a number"
@@ -193,6 +207,7 @@ def _validate(cfg: TrainConfig) -> None:
         ("max_time_minutes", cfg.max_time_minutes is None or cfg.max_time_minutes > 0, "> 0 or null"),
         ("clip_grad_norm", cfg.clip_grad_norm is None or cfg.clip_grad_norm > 0, "> 0 or null"),
         ("patience", cfg.patience is None or cfg.patience >= 1, ">= 1 or null"),
+        ("ensemble_size", cfg.ensemble_size >= 1, ">= 1"),
     ]
     for name, ok, valid in checks:
         if not ok:  # NaN fails every comparison, so it lands here too
@@ -200,12 +215,20 @@ def _validate(cfg: TrainConfig) -> None:
     if not cfg.valid_fraction + cfg.test_fraction < 1:
         raise ConfigError(f"valid_fraction + test_fraction must be < 1, got {_fmt(cfg.valid_fraction)} + "
                           f"{_fmt(cfg.test_fraction)}", option="valid_fraction")
+    if cfg.init_from is not None and not isinstance(cfg.init_from, (str, os.PathLike)):
+        raise ConfigError(f"init_from must be a model file path or null, got {_fmt(cfg.init_from)}", option="init_from")
+    if not isinstance(cfg.freeze, tuple) or not all(isinstance(p, str) and p for p in cfg.freeze):
+        raise ConfigError(f"freeze must be a list of parameter-path patterns (strings), got {_fmt(cfg.freeze)}",
+                          option="freeze")
+    if cfg.bootstrap and cfg.ensemble_size < 2:
+        raise ConfigError("bootstrap resamples the training set per ensemble member: set ensemble_size >= 2",
+                          option="bootstrap")
     if cfg.energy_weight == 0 and cfg.forces_weight == 0 and cfg.stress_weight == 0:
         raise ConfigError("all loss weights are zero; set energy_weight, forces_weight or stress_weight > 0", option="energy_weight")
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_NULLABLE = ("max_time_minutes", "clip_grad_norm", "patience")  # None switches the feature off
+_NULLABLE = ("max_time_minutes", "clip_grad_norm", "patience", "init_from")  # None switches the feature off
 _FLOAT_FIELDS = ("max_time_minutes", "clip_grad_norm")  # float fields whose default is None or an int
 
 
@@ -216,13 +239,24 @@ def _coerce(name: str, value: Any) -> Any:
             return None
         raise ConfigError(f"{name} cannot be null; leave the key out for the default ({_fmt(_FIELDS[name].default)})",
                           option=name)
+    if name == "freeze":  # a YAML list (or one pattern) -> tuple of strings
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
+            raise ConfigError(f"freeze must be a list of parameter-path patterns, got {_fmt(value)}", option=name)
+        return tuple(value)
+    if name == "init_from":
+        if not isinstance(value, str):
+            raise ConfigError(f"init_from must be a model file path, got {_fmt(value)}", option=name)
+        return value
     if name == "model_config":
         if not isinstance(value, dict):
             raise ConfigError(f"model_config must be a mapping of model options, got {_fmt(value)}", option=name)
         return dict(value)
     default = _FIELDS[name].default
     if isinstance(default, bool):
-        return bool(value)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {_fmt(value)}", option=name)
+        return value
     if isinstance(default, float) or name in _FLOAT_FIELDS:
         if isinstance(value, str):
             try:
