@@ -31,7 +31,7 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -127,6 +127,10 @@ class PotentialDef:
     cutoff: float  # Å
     species: tuple[int, ...]  # atomic numbers; position = species index
     avg_num_neighbors: float = 1.0  # message normalisation, fixed at training time (static in the model)
+
+    # dimensions of ``PotentialParams.reference_energies`` for one potential ([S]; an ensemble's are [M, S]):
+    # one more means a leading run axis (one parameter set per MD run)
+    reference_energies_ndim: ClassVar[int] = 1
 
     @functools.cached_property
     def model_fns(self) -> _models.ModelFns:
@@ -442,6 +446,10 @@ class Potential:
 
     @classmethod
     def from_header(cls, header: dict, params: Any = None) -> "Potential":
+        if "ensemble" in header and cls is Potential:  # an ensemble's file (mlpjax.ensemble.Ensemble)
+            from mlpjax.ensemble import Ensemble
+
+            return Ensemble.from_header(header, params)
         model = header["model"]
         return cls(
             model=model,
@@ -482,7 +490,8 @@ def _json_default(x):
 
 
 def load(path: str | os.PathLike) -> Potential:
-    """Load a ``*.mlpjax`` model file (raises :class:`mlpjax.files.CorruptFileError` if damaged)."""
+    """Load a ``*.mlpjax`` model file (raises :class:`mlpjax.files.CorruptFileError` if damaged); an
+    ensemble's file gives an :class:`mlpjax.ensemble.Ensemble` (a Potential whose energy is the mean)."""
     payload = read_checked(path, MODEL_MAGIC, "model")
     header = json.loads(payload["header"])
     params = jax.tree_util.tree_map(jnp.asarray, payload["params"])

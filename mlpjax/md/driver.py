@@ -234,7 +234,8 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
     r_count = len(runs)
     if variables is None:
         variables = potential.variables
-    params_batched = np.ndim(variables.reference_energies) == 2  # [R, n_species]: one parameter set per run
+    # one more axis than the architecture's own ([S], an ensemble's [M, S]): one parameter set per run
+    params_batched = np.ndim(variables.reference_energies) == potential.definition.reference_energies_ndim + 1
     has_traj = any(r.trajectory is not None for r in runs)
     record_every = math.gcd(config.log_every, config.traj_every) if has_traj else config.log_every
     if config.steps % record_every:
