@@ -280,14 +280,44 @@ _TRAIN_FLAGS = {  # TrainConfig field → the train flag that sets it
     "model": "--model", "epochs": "--epochs", "max_time_minutes": "--max-time", "seed": "--seed",
     "valid_fraction": "--valid-fraction", "test_fraction": "--test-fraction", "cutoff": "--cutoff",
     "batch_size": "--batch-size", "learning_rate": "--lr", "units": "--units", "dtype": "--dtype",
+    "init_from": "--init-from", "freeze": "--freeze", "refit_reference_energies": "--keep-reference-energies",
+    "ensemble_size": "--ensemble", "ensemble_kind": "--ensemble-kind", "bootstrap": "--bootstrap",
 }
+_ARCHITECTURE = ("model", "model_config", "cutoff")  # what --init-from takes from the model file
+
+
+def _list_params(args) -> int:
+    """``mlpjax train --init-from MODEL --list-params``: every parameter path (what --freeze matches)."""
+    import jax
+
+    from mlpjax.training import load_init_model, parameter_paths
+
+    if not args.init_from:
+        raise _config_error("--list-params needs --init-from MODEL (the model whose parameter paths to list)",
+                            "--list-params")
+    params = load_init_model(args.init_from).params
+    leaves = jax.tree_util.tree_leaves(params)
+    width = max(len(p) for p in parameter_paths(params))
+    for path, leaf in zip(parameter_paths(params), leaves):
+        print(f"{path:<{width}}  {tuple(leaf.shape)}  {leaf.dtype}")
+    print(f"{len(leaves)} arrays, {sum(int(leaf.size) for leaf in leaves):,} parameters; keep some fixed with "
+          "--freeze PATTERN (fnmatch on these paths, e.g. --freeze 'params/embedding/*'; repeatable)")
+    return 0
 
 
 def _cmd_train(args) -> int:
     from mlpjax import data
     from mlpjax.config import ConfigError, TrainConfig, load_config, override
-    from mlpjax.training import train
+    from mlpjax.training import check_representable, load_init_model, resolve_init_from, train
 
+    if args.list_params:
+        return _list_params(args)
+    missing = [flag for flag, value in (("--train", args.train), ("--output", args.output)) if not value]
+    if missing:
+        raise ConfigError(f"the following arguments are required: {', '.join(missing)} (see mlpjax train --help)",
+                          option=missing[0])
+    source = load_init_model(args.init_from) if args.init_from else None  # its architecture wins
+    given = {}  # architecture fields the user set → who set them (for the --init-from conflict message)
     if args.preset and args.config:
         raise ConfigError("--preset and --config both set the model and its training settings: use one (the preset's "
                           "YAML twin is named by mlpjax.presets.source, e.g. experiments/configs/mace_rmd17cpu.yaml)",
@@ -295,14 +325,21 @@ def _cmd_train(args) -> int:
     if args.preset:
         from mlpjax import presets
 
-        model = args.model or TrainConfig().model
+        model = args.model or (source.model if source else TrainConfig().model)
         if args.preset not in presets.names(model):
             raise ConfigError(f"--preset {args.preset}: {model} has the presets {', '.join(presets.names(model))}",
                               option="--preset")
         cfg = TrainConfig(**presets.preset(model, args.preset))
+        given.update({k: f"--preset {args.preset}" for k in ("model_config", "cutoff") if k in presets.preset(model, args.preset)})
         print(f"mlpjax train: preset {args.preset} of {model}: {presets.describe(model, args.preset)}", flush=True)
     elif args.config:
+        import yaml
+
         cfg = load_config(args.config)
+        with open(args.config) as f:
+            given.update({k: args.config for k in _ARCHITECTURE if k in (yaml.safe_load(f) or {})})
+    elif source is not None:  # fine-tuning: TrainConfig's training settings, the architecture of the file
+        cfg = TrainConfig(model=args.model or source.model)
     else:  # the model's reference defaults, cutoff included (mlpjax.presets "default")
         from mlpjax import presets
 
@@ -317,11 +354,22 @@ def _cmd_train(args) -> int:
         given = [_TRAIN_FLAGS[k] for k, v in flags.items() if v is not None]
         source = ", ".join(given) + (f" with {args.config}" if args.config else "")
         raise ConfigError(f"{source}: {err}", option=_TRAIN_FLAGS.get(err.option, err.option)) from err
+    if cfg.init_from is not None:  # --init-from or the YAML's init_from
+        source = source if args.init_from else load_init_model(cfg.init_from)
+        given.update({k: _TRAIN_FLAGS[k] for k in ("model", "cutoff") if flags[k] is not None})
+        cfg = resolve_init_from(cfg, source=source, given=given)
+        print(f"mlpjax train: fine-tuning the {cfg.model} model {cfg.init_from} (its architecture, cutoff "
+              f"{cfg.cutoff:g} Å and elements {', '.join(_symbols(source.species))}) at learning rate "
+              f"{cfg.learning_rate:g}; reference energies "
+              + ("re-fitted on the new data" if cfg.refit_reference_energies else "kept")
+              + (f"; frozen: {', '.join(cfg.freeze)}" if cfg.freeze else ""), flush=True)
     _enable_x64_if(cfg.dtype == "float64")
     read = lambda p: data.read(p, units=cfg.units, energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key)  # noqa: E731
     train_set = read(args.train)
     valid_set = read(args.valid) if args.valid else None
     test_set = read(args.test) if args.test else None
+    if cfg.init_from is not None:  # before any compilation: new elements are a one-line error
+        check_representable(source, cfg.init_from, train_set, valid_set, test_set)
     print(
         f"mlpjax train: {cfg.model}, {len(train_set)} training structures from {args.train}"
         + (f", {len(valid_set)} validation from {args.valid}" if valid_set else f", validation fraction {cfg.valid_fraction}")
@@ -349,6 +397,12 @@ def _cmd_train(args) -> int:
     for k, v in sorted(result.paths.items()):
         print(f"  {k}: {v}")
     return 0
+
+
+def _symbols(numbers) -> list:
+    from ase.data import chemical_symbols
+
+    return [chemical_symbols[int(z)] for z in numbers]
 
 
 def _seconds(s: float) -> str:
@@ -701,13 +755,13 @@ def build_parser() -> argparse.ArgumentParser:
     from mlpjax import models
 
     t.add_argument("--model", default=None, choices=models.available(), help="architecture (default from --config, else schnet)")
-    t.add_argument("--train", type=infile, required=True, help="training data (extxyz, ASE db/traj, MD17 npz)")
+    t.add_argument("--train", type=infile, help="training data (extxyz, ASE db/traj, MD17 npz); required")
     g = t.add_mutually_exclusive_group()
     g.add_argument("--valid", type=infile, help="validation data file")
     g.add_argument("--valid-fraction", type=_HOLDOUT, default=None, help="hold out this fraction of --train for validation, in [0, 1)")
     t.add_argument("--test", type=infile, help="test data file (metrics and parity plot at the end)")
     t.add_argument("--test-fraction", type=_HOLDOUT, default=None, help="hold out this fraction of --train as a test set, in [0, 1)")
-    t.add_argument("--output", type=outdir, required=True, help="output directory (created if missing)")
+    t.add_argument("--output", type=outdir, help="output directory (created if missing); required")
     t.add_argument("--config", type=infile, help="YAML file mapping 1:1 onto mlpjax.config.TrainConfig; flags override it")
     t.add_argument("--preset", choices=["default", "small", "rmd17"],
                    help="named model size and training settings of --model (mlpjax.presets): default = the reference "
@@ -725,6 +779,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--strict", action="store_true", help="treat unit-sanity warnings (energies/forces whose ranges look "
                    "like meV, Hartree or kcal/mol written as eV) as errors")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    tl = t.add_argument_group("transfer learning (fine-tune a trained model on new data)")
+    tl.add_argument("--init-from", type=infile, metavar="MODEL",
+                    help="start from this model file's parameters; its architecture, cutoff and elements are used "
+                    "(a --model/--cutoff/config that sets other values is an error); a lower --lr than for "
+                    "training from scratch is usually best (README: Transfer learning)")
+    tl.add_argument("--freeze", type=key, action="append", metavar="PATTERN",
+                    help="keep the parameters whose path matches this fnmatch pattern fixed, e.g. 'params/embedding/*' "
+                    "(repeatable; --list-params shows the paths)")
+    tl.add_argument("--keep-reference-energies", action="store_const", const=False, default=None,
+                    help="keep the model's per-element reference energies E0 (default: re-fit them on the new data)")
+    tl.add_argument("--list-params", action="store_true",
+                    help="print the parameter paths and shapes of --init-from MODEL and exit")
+    en = t.add_argument_group("ensembles")
+    en.add_argument("--ensemble", type=_POS_INT, metavar="N",
+                    help="train N members together (ensemble_size; the spread is the uncertainty)")
+    en.add_argument("--ensemble-kind", choices=["full", "shallow"],
+                    help="full: N independent networks; shallow: one network with N last-layer heads")
+    en.add_argument("--bootstrap", action="store_true", default=None,
+                    help="full ensembles: each member trains on its own bootstrap resample of the training set")
     label_keys(t)
     t.set_defaults(func=_cmd_train)
 

@@ -3,7 +3,8 @@
 One idea per module:
 
 * :mod:`~mlpjax.training.prepare` — the data split, the unit sanity check, the float dtype
-  and :func:`prepare_potential` (E0, energy shift and scale, initial parameters);
+  and :func:`prepare_potential` (E0, energy shift and scale, initial parameters; or, for
+  fine-tuning with ``init_from``, a trained model's parameters with re-fitted E0);
 * :mod:`~mlpjax.training.loss` — error sums over a padded batch and the dimensionless loss
   (formula in :mod:`mlpjax.config`);
 * :mod:`~mlpjax.training.steps` — optimiser, schedule, plateau controller and the jitted
@@ -32,9 +33,14 @@ from mlpjax.training.loss import error_sums, loss_from_sums
 from mlpjax.training.prepare import (
     cast_floats,
     check_data_units,
+    check_representable,
     data_sources,
+    file_sha256,
+    load_init_model,
     prepare_potential,
+    refit_reference_energies,
     resolve_dtype,
+    resolve_init_from,
     split_data,
 )
 from mlpjax.training.steps import (
@@ -42,11 +48,13 @@ from mlpjax.training.steps import (
     StepSettings,
     TrainState,
     compiled_steps,
+    frozen_labels,
     init_state,
     make_optimizer,
     make_plateau,
     make_schedule,
     make_step_fns,
+    parameter_paths,
 )
 
 __all__ = [
@@ -54,9 +62,12 @@ __all__ = [
     "train", "TrainResult", "finalize", "LOG_COLUMNS",
     # prepare
     "prepare_potential", "split_data", "check_data_units", "resolve_dtype", "cast_floats", "data_sources",
+    # prepare: transfer learning (init_from)
+    "load_init_model", "resolve_init_from", "check_representable", "refit_reference_energies",
+    "file_sha256",
     # steps
     "TrainState", "StepFns", "StepSettings", "compiled_steps", "make_step_fns", "init_state",
-    "make_optimizer", "make_schedule", "make_plateau",
+    "make_optimizer", "make_schedule", "make_plateau", "parameter_paths", "frozen_labels",
     # loss
     "error_sums", "loss_from_sums",
     # checkpoints
