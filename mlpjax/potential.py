@@ -363,6 +363,11 @@ class Potential:
     def model_fns(self) -> _models.ModelFns:
         return self.definition.model_fns
 
+    @property
+    def energy_scale_mean(self) -> float:
+        """eV, the energy scale as one number (an ensemble's members' mean): the loss's σ."""
+        return float(np.mean(self.energy_scale))
+
     def replace(self, **changes) -> "Potential":
         return dataclasses.replace(self, **changes)
 
