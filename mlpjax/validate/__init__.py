@@ -12,6 +12,9 @@ One idea per module:
 * :mod:`~mlpjax.validate.dynamics` — thermalisation, NVE energy drift, VDOS
   (:func:`mlpjax.md.simulate`, imported only when they run);
 * :mod:`~mlpjax.validate.extrapolation` — errors along temperature, strain and energy;
+* :mod:`~mlpjax.validate.uncertainty` — quality and calibration of predicted uncertainties
+  (:class:`mlpjax.uncertainty.UncertainPrediction` of ensembles and GAP): calibration factor,
+  Spearman ρ, miscalibration area, NLL, calibration plot, ``uncertainty.json``;
 * :mod:`~mlpjax.validate.acceptance`, :mod:`~mlpjax.validate.report`,
   :mod:`~mlpjax.validate.markdown`, :mod:`~mlpjax.validate.plots` — the report.
 
@@ -66,6 +69,19 @@ from mlpjax.validate.markdown import report_markdown
 from mlpjax.validate.metrics import metrics, metrics_from_predictions, parity_plot, predict_dataset, reference_arrays
 from mlpjax.validate.report import SECTIONS, ReportConfig, reference_calculator, to_jsonable, validate_report
 from mlpjax.validate.structures import bulk_structure, default_structure, md_supercell, strained, structure_for
+from mlpjax.validate.uncertainty import (
+    Calibration,
+    apply_calibration,
+    calibration_curve,
+    calibration_factor,
+    calibration_plot,
+    fit_calibration,
+    gaussian_nll,
+    miscalibration_area,
+    spearman,
+    uncertainty_metrics,
+    write_uncertainty_report,
+)
 
 __all__ = [
     # metrics
@@ -84,4 +100,7 @@ __all__ = [
     # report
     "LATTICE_CONSTANT_REL_TOL", "BULK_MODULUS_REL_TOL", "ELASTIC_CONSTANT_REL_TOL", "acceptance_checks",
     "SECTIONS", "ReportConfig", "reference_calculator", "to_jsonable", "validate_report", "report_markdown",
+    # uncertainty
+    "Calibration", "calibration_factor", "gaussian_nll", "miscalibration_area", "calibration_curve", "spearman",
+    "fit_calibration", "apply_calibration", "uncertainty_metrics", "calibration_plot", "write_uncertainty_report",
 ]

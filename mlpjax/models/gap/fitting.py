@@ -22,6 +22,7 @@ import numpy as np
 
 from mlpjax import data as _data
 from mlpjax import models as _models
+from mlpjax.cache import compiled
 from mlpjax.config import dump_config
 from mlpjax.graph import batches, make_budget, to_graphs
 from mlpjax.potential import cast_floats
@@ -39,13 +40,20 @@ def _edge_vectors(batch):
         "ei,eij->ej", batch.shifts, batch.cell[edge_graph])
 
 
+@compiled(maxsize=8)
+def _features_fn(definition):
+    """jit: (params, vectors, species, senders, receivers, edge_mask) -> unit SOAP [n_nodes, F]."""
+    module = _models.build_module(definition.model, definition.model_config, num_species=len(definition.species),
+                                  cutoff=definition.cutoff, avg_num_neighbors=definition.avg_num_neighbors)
+    return jax.jit(lambda p, *a: module.apply(p, *a, method="features"))
+
+
 def atom_features(pot, graphs, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unit SOAP vectors of every atom of ``graphs``.
 
     Returns: (features [n_atoms, F] float64, species index [n_atoms], structure index [n_atoms]).
     """
-    module = _module(pot)
-    feats = jax.jit(lambda p, *a: module.apply(p, *a, method="features"))
+    feats = _features_fn(pot.definition)
     budget = make_budget(graphs, batch_size)
     xs, ss, gs = [], [], []
     offset = 0
@@ -199,18 +207,37 @@ def _design_fn(pot, compute_stress: bool, chunk: int = 64):
         return phi, jnp.concatenate(y0)
 
     def fn(params, batch):
-        node_graph = np.asarray(batch.node_graph)
-        first = np.full(batch.graph_mask.shape[0], 0)
-        for g in range(len(first)):
-            idx = np.flatnonzero(node_graph == g)
-            first[g] = idx[0] if len(idx) else 0
-        local = np.where(np.asarray(batch.node_mask), np.arange(len(node_graph)) - first[node_graph], 1 << 30)
-        n_local = int(np.max(np.asarray(batch.n_atoms)))
-        # bucket n_local so that batches of similar size share one compilation
-        n_local = 1 << max(0, (n_local - 1).bit_length())
+        local, n_local = _local_index(batch)
         return _fn(params, batch, jnp.asarray(local), n_local)
 
     return fn
+
+
+@compiled(maxsize=8)
+def _cached_design_fn(model, model_config, cutoff, species, reference_energies, energy_shift, energy_scale,
+                      avg_num_neighbors, compute_stress, chunk):
+    """:func:`_design_fn` for every potential with these constants (they are baked into it:
+    y₀ uses E0/shift/scale), so repeated predictions reuse its compiled code."""
+    from mlpjax.potential import Potential
+
+    shell = Potential(model=model, model_config=model_config, cutoff=cutoff, species=species,
+                      reference_energies=reference_energies, energy_shift=energy_shift, energy_scale=energy_scale,
+                      avg_num_neighbors=avg_num_neighbors)
+    return _design_fn(shell, compute_stress, chunk)
+
+
+def _local_index(batch) -> tuple[np.ndarray, int]:
+    """(local [n_nodes] int, n_local): each real node's index inside its own structure (padding:
+    2³⁰), and the largest structure's atom count rounded up to a power of two (so batches of
+    similar size share one compilation). The colouring of :func:`_design_fn`'s Jacobians."""
+    node_graph = np.asarray(batch.node_graph)
+    first = np.full(batch.graph_mask.shape[0], 0)
+    for g in range(len(first)):
+        idx = np.flatnonzero(node_graph == g)
+        first[g] = idx[0] if len(idx) else 0
+    local = np.where(np.asarray(batch.node_mask), np.arange(len(node_graph)) - first[node_graph], 1 << 30)
+    n_local = int(np.max(np.asarray(batch.n_atoms)))
+    return local, 1 << max(0, (n_local - 1).bit_length())
 
 
 def _targets(batch, cfg, compute_stress: bool):
@@ -330,45 +357,18 @@ def _cho_solve(chol: np.ndarray, b: np.ndarray) -> np.ndarray:
     return scipy.linalg.cho_solve((chol, True), b)
 
 
-def predict_with_std(pot, configs: Sequence[_data.Configuration], *, batch_size: int = 8) -> dict:
-    """Energies and their predictive standard deviation for a fitted GAP potential.
-
-    var(E) = φᵀ Σ_α φ (uncertainty of the weights, φ = ∂E/∂α) + δ² s² (k** − k*ᵀ K_MM⁻¹ k*)
-    (environments the sparse set does not span), with s the potential's energy scale.
-    Returns {"energy": [n] eV, "energy_std": [n] eV, "energy_std_per_atom": [n] eV/atom,
-    "std_weights": [n], "std_novelty": [n]}.
-    """
+def _energy_novelty(pot, graphs, batch_size: int) -> np.ndarray:
+    """DTC variance δ² s² (k** − k*ᵀ K_MM⁻¹ k*) [n_structures] eV² of the structure energies:
+    the part of the prior the sparse set does not span (grows for unfamiliar environments)."""
     import scipy.linalg
 
-    if pot.model != "gap":
-        raise ValueError(f"predictive variance needs a GAP potential, got {pot.model!r}")
-    jax.config.update("jax_enable_x64", True)
     cfg = pot.model_config
     params = pot.params
-    chol = np.asarray(params["gap"]["posterior_chol"])
     kmm_chol = np.asarray(params["gap"]["kmm_chol"])
     sparse = np.asarray(params["gap"]["sparse"])
     mask = np.asarray(params["gap"]["sparse_mask"])
     s_count, m, _ = sparse.shape
-    graphs = to_graphs(list(configs), pot.species, pot.cutoff)
-
-    def energies(alpha_flat, batch):
-        p = {**params, "params": {**params["params"], "alpha": alpha_flat.reshape(s_count, m)}}
-        return pot.predict(p, batch, compute_stress=False).energy
-
-    grad_e = jax.jit(lambda a, b: (energies(a, b), jax.jacrev(energies)(a, b)))
     x, sp, gi = atom_features(pot, graphs, batch_size)
-    out_e, var_w = [], []
-    budget = make_budget(graphs, batch_size)
-    for batch in batches(graphs, budget):
-        e, phi = grad_e(jnp.asarray(params["params"]["alpha"]).reshape(-1), batch)
-        g = batch.graph_mask
-        phi = np.asarray(phi)[g]
-        v = scipy.linalg.solve_triangular(chol, phi.T, lower=True)  # L⁻¹ φ
-        out_e.append(np.asarray(e)[g])
-        var_w.append(np.sum(v * v, axis=0))
-    energy, var_w = np.concatenate(out_e), np.concatenate(var_w)
-    # novelty (DTC) term per structure
     zeta = int(cfg.zeta)
     scale2 = float(pot.energy_scale) ** 2 * float(cfg.delta) ** 2
     var_n = np.zeros(len(graphs))
@@ -384,7 +384,198 @@ def predict_with_std(pot, configs: Sequence[_data.Configuration], *, batch_size:
                 kstar[z * m:(z + 1) * m] = np.sum((xs[sel] @ sparse[z].T) ** zeta, axis=0) * mask[z]
         u = scipy.linalg.solve_triangular(kmm_chol, kstar, lower=True)
         var_n[s] = max(kss - float(u @ u), 0.0) * scale2
+    return var_n
+
+
+def predict_with_std(pot, configs: Sequence[_data.Configuration], *, batch_size: int = 8) -> dict:
+    """Energies and their predictive standard deviation for a fitted GAP potential.
+
+    var(E) = φᵀ Σ_α φ (uncertainty of the weights, φ = ∂E/∂α) + δ² s² (k** − k*ᵀ K_MM⁻¹ k*)
+    (environments the sparse set does not span), with s the potential's energy scale.
+    Returns {"energy": [n] eV, "energy_std": [n] eV, "energy_std_per_atom": [n] eV/atom,
+    "std_weights": [n], "std_novelty": [n]}. :func:`predict_uncertain` adds forces and stress.
+    """
+    import scipy.linalg
+
+    if pot.model != "gap":
+        raise ValueError(f"predictive variance needs a GAP potential, got {pot.model!r}")
+    jax.config.update("jax_enable_x64", True)
+    params = pot.params
+    chol = np.asarray(params["gap"]["posterior_chol"])
+    s_count, m = np.asarray(params["gap"]["sparse_mask"]).shape
+    graphs = to_graphs(list(configs), pot.species, pot.cutoff)
+
+    def energies(alpha_flat, batch):
+        p = {**params, "params": {**params["params"], "alpha": alpha_flat.reshape(s_count, m)}}
+        return pot.predict(p, batch, compute_stress=False).energy
+
+    grad_e = jax.jit(lambda a, b: (energies(a, b), jax.jacrev(energies)(a, b)))
+    out_e, var_w = [], []
+    budget = make_budget(graphs, batch_size)
+    for batch in batches(graphs, budget):
+        e, phi = grad_e(jnp.asarray(params["params"]["alpha"]).reshape(-1), batch)
+        g = batch.graph_mask
+        phi = np.asarray(phi)[g]
+        v = scipy.linalg.solve_triangular(chol, phi.T, lower=True)  # L⁻¹ φ
+        out_e.append(np.asarray(e)[g])
+        var_w.append(np.sum(v * v, axis=0))
+    energy, var_w = np.concatenate(out_e), np.concatenate(var_w)
+    var_n = _energy_novelty(pot, graphs, batch_size)
     n_atoms = np.array([g.n_atoms for g in graphs], np.float64)
     std = np.sqrt(var_w + var_n)
     return {"energy": energy, "energy_std": std, "energy_std_per_atom": std / n_atoms,
             "std_weights": np.sqrt(var_w), "std_novelty": np.sqrt(var_n)}
+
+
+@compiled(maxsize=8)
+def _uncertain_fns(definition, compute_stress: bool, chunk: int):
+    """(predict, curvature), jitted, for one GAP architecture (float64: :func:`predict_uncertain` sets x64).
+
+    ``predict(variables, batch)``: :meth:`mlpjax.potential.PotentialDef.predict`.
+    ``curvature(params, batch, local, n_local) -> (c_F [n_nodes, 3], c_σ [n_graphs, 9])``: the
+    prior's curvature ∂²K(R, R')/∂x∂x' at R' = R, dimensionless per Å² (positions x = r_ic) and
+    per unit strain² (x = ε_kl, the symmetric strain of :func:`mlpjax.potential.compute_properties`
+    as in :func:`_design_fn`), where K(R, R') = Σ_{i∈R, j∈R', Z_i=Z_j} (p_i·p'_j)^ζ is the kernel
+    whose δ² s² multiple is the prior covariance of two structures' energies. With A = ṗ pᵀ,
+    B = ṗ ṗᵀ (ṗ the features' tangent along x) and X = p pᵀ:
+    ∂²K = Σ_ij f''(X_ij) A_ij A_ji + f'(X_ij) B_ij, f(x) = x^ζ. Positions use the colouring
+    of :func:`_design_fn` (one tangent moves atom a of every structure); memory
+    ∝ ``chunk`` × n_nodes² per pass.
+    """
+    module = _models.build_module(definition.model, definition.model_config, num_species=len(definition.species),
+                                  cutoff=definition.cutoff, avg_num_neighbors=definition.avg_num_neighbors)
+    zeta = int(definition.model_config.zeta)
+    predict = jax.jit(lambda variables, batch: definition.predict(variables, batch, compute_stress=compute_stress))
+
+    def features(params, batch, pos, strain):
+        edge_graph = batch.node_graph[batch.receivers]
+        vec = pos[batch.senders] - pos[batch.receivers] + jnp.einsum("ei,eij->ej", batch.shifts, batch.cell[edge_graph])
+        eps = 0.5 * (strain + jnp.swapaxes(strain, 1, 2))
+        vec = vec + jnp.einsum("ei,eij->ej", vec, eps[edge_graph])
+        p = module.apply(params, vec, batch.species, batch.senders, batch.receivers, batch.edge_mask, method="features")
+        return jnp.where(batch.node_mask[:, None], p, 0.0)  # [N, F]
+
+    @functools.partial(jax.jit, static_argnums=3)
+    def curvature(params, batch, local, n_local):
+        dtype = batch.positions.dtype
+        n_graphs = batch.graph_mask.shape[0]
+        pos = batch.positions
+        strain = jnp.zeros((n_graphs, 3, 3), dtype)
+        p = features(params, batch, pos, strain)
+        same = ((batch.node_graph[:, None] == batch.node_graph[None, :])
+                & (batch.species[:, None] == batch.species[None, :])
+                & batch.node_mask[:, None] & batch.node_mask[None, :])
+        x = jnp.where(same, p @ p.T, 0.0)
+        d1 = jnp.where(same, zeta * jax.lax.integer_pow(x, zeta - 1), 0.0)  # f'(X)
+        d2 = jnp.where(same, zeta * (zeta - 1) * jax.lax.integer_pow(x, max(zeta - 2, 0)), 0.0)  # f''(X)
+
+        def second_derivative(pdot):  # [N, F] -> [G]
+            a = pdot @ p.T
+            val = jnp.sum(d2 * a * a.T + d1 * (pdot @ pdot.T), axis=1)
+            return jax.ops.segment_sum(val, batch.node_graph, num_segments=n_graphs)
+
+        def position_column(t):
+            a, c = t // 3, t % 3
+            tangent = ((local == a)[:, None] & (jnp.arange(3) == c)[None, :]).astype(dtype)
+            return second_derivative(jax.jvp(lambda q: features(params, batch, q, strain), (pos,), (tangent,))[1])
+
+        n_t = 3 * n_local
+        n_chunks = -(-n_t // chunk)
+        cols = jax.lax.map(jax.vmap(position_column), jnp.arange(n_chunks * chunk).reshape(n_chunks, chunk))
+        cols = cols.reshape(n_chunks * chunk, n_graphs)[:n_t].reshape(n_local, 3, n_graphs)
+        c_f = cols[jnp.clip(local, 0, n_local - 1), :, batch.node_graph] * (local < n_local)[:, None]  # [N, 3]
+        if not compute_stress:
+            return c_f, jnp.zeros((n_graphs, 9), dtype)
+
+        def strain_column(k):
+            tangent = jnp.zeros((n_graphs, 9), dtype).at[:, k].set(1.0).reshape(n_graphs, 3, 3)
+            return second_derivative(jax.jvp(lambda e: features(params, batch, pos, e), (strain,), (tangent,))[1])
+
+        return c_f, jax.vmap(strain_column)(jnp.arange(9)).T  # [G, 9]
+
+    return predict, curvature
+
+
+def predict_uncertain(pot, configs: Sequence[_data.Configuration], *, batch_size: int = 8,
+                      novelty: bool = True) -> list:
+    """GAP's predictions with their predictive standard deviations, one
+    :class:`mlpjax.uncertainty.UncertainPrediction` per configuration (``members`` None).
+
+    Every prediction y (a structure energy, a force component F_ic, a stress component) is
+    linear in α, y = y₀ + φ_yᵀ α, so its predictive variance in the projected-process
+    (DTC) posterior is
+
+        var(y) = φ_yᵀ Σ_α φ_y  +  δ² (s² ∂²K_y − φ_yᵀ K_MM⁻¹ φ_y)
+                 (weights)         (novelty: the prior the sparse set does not span)
+
+    with Σ_α = (Φᵀ W Φ + K_MM/δ²)⁻¹ the fit's posterior covariance (its Cholesky factor is in
+    the model), φ_y = ∂y/∂α the rows of :func:`_design_fn` (checked against
+    :meth:`Potential.predict`: ``tests/test_gap.py``; the test of this function checks
+    φ_F against ``jax.jacfwd`` of the potential's forces), s the energy scale and ∂²K_y the
+    prior's curvature (:func:`_uncertain_fns`; for the energy k** − k*ᵀK_MM⁻¹k* exactly as
+    :func:`predict_with_std`, whose ``energy_std`` this reproduces; forces and stress carry
+    the same derivative on both arguments of K, s/V for stress). ``novelty=False`` keeps only
+    the weights term. Means are :meth:`Potential.predict`'s.
+
+    Returns per configuration: ``energy`` eV, ``energy_std`` eV, ``forces`` [n_atoms, 3] eV/Å,
+    ``forces_std`` [n_atoms] eV/Å = sqrt(Σ_c var(F_ic)), ``stress`` / ``stress_std`` [3, 3]
+    eV/Å³ (None for a non-periodic structure). Float64 throughout.
+    """
+    import scipy.linalg
+
+    from mlpjax.uncertainty import UncertainPrediction
+
+    if pot.model != "gap":
+        raise ValueError(f"predict_uncertain needs a GAP potential, got {pot.model!r}; use mlpjax.ensemble for others")
+    configs = list(configs)
+    if not configs:
+        raise ValueError("no configurations to predict")
+    jax.config.update("jax_enable_x64", True)
+    cfg = pot.model_config
+    params = pot.params
+    chol = np.asarray(params["gap"]["posterior_chol"])
+    kmm_chol = np.asarray(params["gap"]["kmm_chol"])
+    scale, delta2 = float(pot.energy_scale), float(cfg.delta) ** 2
+    graphs = to_graphs(configs, pot.species, pot.cutoff)
+    compute_stress = any(c.periodic for c in configs)
+    design = _cached_design_fn(pot.model, pot.model_config, float(pot.cutoff), tuple(pot.species),
+                               tuple(float(e) for e in pot.reference_energies), float(pot.energy_shift),
+                               float(pot.energy_scale), float(pot.avg_num_neighbors), compute_stress,
+                               int(cfg.fit_chunk))
+    predict, curvature = _uncertain_fns(pot.definition, compute_stress, 16)
+    variables = pot.variables_with(params)
+
+    def quad(chol_factor, rows):  # diag(rows L⁻ᵀ L⁻¹ rowsᵀ) [n_rows]
+        v = scipy.linalg.solve_triangular(chol_factor, rows.T, lower=True)
+        return np.sum(v * v, axis=0)
+
+    rows = []  # (energy eV, var(E) eV², forces [n, 3], forces_std [n], stress, stress_std) per structure
+    for batch in batches(graphs, make_budget(graphs, batch_size)):
+        out = predict(variables, batch)
+        phi, _ = design(params, batch)
+        phi = np.asarray(phi, np.float64)
+        n_g, n_nodes = batch.graph_mask.shape[0], batch.positions.shape[0]
+        phi_e, phi_f = phi[:n_g], phi[n_g:n_g + 3 * n_nodes]
+        var_e = quad(chol, phi_e)  # [G] eV²
+        var_f = quad(chol, phi_f).reshape(n_nodes, 3)  # [N, 3] (eV/Å)²
+        var_s = quad(chol, phi[n_g + 3 * n_nodes:]).reshape(n_g, 9) if compute_stress else np.zeros((n_g, 9))
+        if novelty:
+            local, n_local = _local_index(batch)
+            c_f, c_s = (np.asarray(c, np.float64) for c in curvature(params, batch, jnp.asarray(local), n_local))
+            var_f = var_f + np.maximum(delta2 * (scale**2 * c_f - quad(kmm_chol, phi_f).reshape(n_nodes, 3)), 0.0)
+            if compute_stress:
+                vol = np.where(np.asarray(batch.periodic), np.asarray(batch.volume, np.float64), 1.0)
+                k_s = (scale / vol[:, None]) ** 2 * c_s
+                var_s = var_s + np.maximum(delta2 * (k_s - quad(kmm_chol, phi[n_g + 3 * n_nodes:]).reshape(n_g, 9)), 0.0)
+        energy, forces, stress = (np.asarray(a, np.float64) for a in (out.energy, out.forces, out.stress))
+        start = 0
+        for g in range(int(np.sum(batch.graph_mask))):
+            n = int(batch.n_atoms[g])
+            sl = slice(start, start + n)
+            start += n
+            periodic = bool(np.asarray(batch.periodic)[g])
+            rows.append((float(energy[g]), float(var_e[g]), forces[sl], np.sqrt(np.sum(var_f[sl], axis=1)),
+                         stress[g] if periodic else None, np.sqrt(var_s[g]).reshape(3, 3) if periodic else None))
+    var_n = _energy_novelty(pot, graphs, batch_size) if novelty else np.zeros(len(graphs))
+    return [UncertainPrediction(energy=e, energy_std=float(np.sqrt(v + vn)), forces=f, forces_std=fs, stress=st,
+                                stress_std=sst) for (e, v, f, fs, st, sst), vn in zip(rows, var_n)]
