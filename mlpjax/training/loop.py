@@ -51,6 +51,8 @@ from mlpjax import models as _models
 from mlpjax.files import atomic_write_bytes
 from mlpjax.config import TrainConfig, dump_config
 from mlpjax.graph import AtomGraph, Budget, batches, make_budget, to_graphs
+from mlpjax.ensemble import from_potential as ensemble_from_potential
+from mlpjax.ensemble import is_ensemble
 from mlpjax.potential import Potential
 from mlpjax.training.checkpoints import (
     CHECKPOINT_NAME,
@@ -69,7 +71,8 @@ from mlpjax.training.prepare import (
     resolve_dtype,
     split_data,
 )
-from mlpjax.training.steps import TrainState, init_state, make_plateau, make_step_fns
+from mlpjax.training.steps import (TrainState, init_member_states, init_state, make_member_step, make_plateau,
+                                   make_step_fns)
 
 LOG_COLUMNS = (
     "epoch",
@@ -117,6 +120,29 @@ def _batch_groups(graphs: Sequence[AtomGraph], budget: Budget) -> int:
         edges += g.n_edges
         k += 1
     return count + (1 if k else 0)
+
+
+def _member_training_sets(config: TrainConfig, graphs: Sequence[AtomGraph]) -> list:
+    """Each full-ensemble member's training graphs: all of them, or (``bootstrap``) n draws with
+    replacement, member m from ``default_rng([seed, m])``."""
+    members = int(config.ensemble_size)
+    if not config.bootstrap:
+        return [list(graphs)] * members
+    n = len(graphs)
+    return [[graphs[i] for i in np.random.default_rng([int(config.seed), m]).integers(0, n, n)] for m in range(members)]
+
+
+def _member_batches(member_graphs: list, budget: Budget, seed: int, epoch: int, dtype):
+    """One epoch of a full ensemble: ``(batch [M, ...], active [M])`` per step, member m shuffled with
+    its own seed. A member with fewer batches repeats its last one with ``active`` False (its state
+    does not change), so the step keeps one shape."""
+    per_member = [list(batches(g, budget, shuffle=True, seed=(seed * 100003 + epoch) * 7919 + m, dtype=dtype))
+                  for m, g in enumerate(member_graphs)]
+    n_steps = max(len(b) for b in per_member)
+    for k in range(n_steps):
+        chosen = [b[min(k, len(b) - 1)] for b in per_member]
+        active = np.array([k < len(b) for b in per_member])
+        yield jax.tree_util.tree_map(lambda *xs: np.stack(xs), *chosen), active
 
 
 def _evaluate(eval_step, params, eval_batches, sigma: float, weights) -> dict:
@@ -167,6 +193,7 @@ def finalize(config: TrainConfig, potential: Potential, *, output_dir: str, trai
         "n_valid": len(valid_set) if valid_set else 0,
         "n_test": len(test_set) if test_set else 0,
         "train_config": config.to_dict(),
+        **({"init_from": potential.metadata["init_from"]} if "init_from" in potential.metadata else {}),  # fine-tuned
         **extra_metadata,
         "valid_metrics": json_record(valid_metrics) if valid_metrics else None,
         "test_metrics": json_record(test_metrics) if test_metrics else None,
@@ -307,7 +334,7 @@ def _show_step(bar, clock: _StepClock, schedule, host_step: int, lr_peak: float,
         return
     bar._mlpjax_postfix_t = now
     last_eval = next((r for r in reversed(history) if math.isfinite(r.get("valid_loss", math.nan))), None)
-    shown = {"loss": f"{float(losses[-1]):.3g}" if losses else "n/a"}
+    shown = {"loss": f"{float(np.mean(losses[-1])):.3g}" if losses else "n/a"}
     if last_eval is not None:  # validation MAEs once there has been a validation pass
         shown["E"] = f"{last_eval.get('valid_energy_mae_meV_per_atom', math.nan):.3g}meV/at"
         shown["F"] = f"{last_eval.get('valid_force_mae_meV_per_A', math.nan):.3g}meV/Å"
@@ -394,37 +421,59 @@ def train(
         warnings.warn("no validation set (valid_fraction=0 and no valid_configs): monitoring the training set", stacklevel=2)
 
     # ---- potential and graphs
-    species = _data.species_in(train_set)
+    source = None
+    if config.init_from is not None:  # fine-tuning: the model file's architecture and species table win
+        from mlpjax.training.prepare import check_representable, load_init_model, resolve_init_from
+
+        source = load_init_model(config.init_from)
+        config = resolve_init_from(config, source=source)
+        check_representable(source, config.init_from, train_set, valid_set, test_set)
+        species = source.species  # the model's species indices, even where the new data have fewer elements
+    else:
+        species = _data.species_in(train_set)
     train_graphs = to_graphs(train_set, species, config.cutoff)
     valid_graphs = to_graphs(valid_set, species, config.cutoff) if valid_set else []
     if ck is not None:
         header = json.loads(ck["potential"])
         potential = Potential.from_header(header)
     else:
-        potential = prepare_potential(config, train_set, graphs=train_graphs, species=species)
+        potential = prepare_potential(config, train_set, graphs=train_graphs, species=species, source=source)
+    members = int(config.ensemble_size)  # > 1: an ensemble (mlpjax.ensemble), trained in one vmapped step
+    if members > 1 and not is_ensemble(potential):
+        potential = ensemble_from_potential(potential, members, kind=config.ensemble_kind, seed=int(config.seed),
+                                            graphs=train_graphs)
+    member_graphs = _member_training_sets(config, train_graphs) if members > 1 and config.ensemble_kind == "full" else None
     budget = make_budget(train_graphs + valid_graphs, config.batch_size)
-    steps_per_epoch = _batch_groups(train_graphs, budget)
+    steps_per_epoch = max(_batch_groups(g, budget) for g in (member_graphs or [train_graphs]))
     compute_stress = config.stress_weight > 0 and any(c.stress is not None and c.periodic for c in train_set)
     fns = make_step_fns(potential, config, steps_per_epoch, compute_stress)
+    member_step = None  # full ensembles: the single-model step vmapped over the members
+    if member_graphs is not None:
+        member_step = make_member_step(potential, config, steps_per_epoch, compute_stress)
+        fns = fns._replace(optimizer=member_step.optimizer)
     plateau = make_plateau(config)
-    sigma = float(potential.energy_scale)
+    sigma = potential.energy_scale_mean
     weights = (float(config.energy_weight), float(config.forces_weight), float(config.stress_weight))
 
     import flax.serialization
 
+    def fresh_state(pot, learning_rate=1.0):
+        if member_step is not None:  # leaves [M, ...]: one optimiser state per member
+            return init_member_states(pot.params, fns.optimizer, plateau, learning_rate, members)
+        return init_state(pot, fns.optimizer, plateau, learning_rate)
+
     if ck is None:
-        state = init_state(potential, fns.optimizer, plateau, config.learning_rate)
+        state = fresh_state(potential, config.learning_rate)
         start_epoch, best_loss, best_epoch, bad_epochs, history = 1, math.inf, 0, 0, []
         best_params = state.ema_params
         stop_reason = ""
         skip_steps = 0
     else:
-        template = init_state(potential.replace(params=cast_floats(potential.init_params(jax.random.PRNGKey(0)), dtype)),
-                              fns.optimizer, plateau)
+        template = fresh_state(potential.replace(params=cast_floats(potential.init_params(jax.random.PRNGKey(0)), dtype)))
         state = flax.serialization.from_state_dict(template, ck["state"])
         state = jax.tree_util.tree_map(jnp.asarray, state)
         # the configured learning rate applies on resume (× the restored plateau factor)
-        state = state._replace(lr_scale=jnp.asarray(config.learning_rate * float(state.plateau_state.scale), jnp.float32))
+        state = state._replace(lr_scale=jnp.asarray(config.learning_rate * np.asarray(state.plateau_state.scale, np.float64), jnp.float32))
         best_params = jax.tree_util.tree_map(jnp.asarray, flax.serialization.from_state_dict(template.params, ck["best_params"]))
         start_epoch = int(ck["epoch"]) + 1
         best_loss, best_epoch, bad_epochs = float(ck["best_loss"]), int(ck["best_epoch"]), int(ck["bad_epochs"])
@@ -457,7 +506,7 @@ def train(
     epoch = start_epoch - 1
     max_time = None if config.max_time_minutes is None else 60.0 * float(config.max_time_minutes)
     clock = _StepClock(t_start, max_time, steps_per_epoch, len(eval_batches))
-    host_step = int(state.step)  # optimiser steps taken (host copy: no device sync per step)
+    host_step = int(np.max(state.step))  # optimiser steps taken (host copy: no device sync per step)
     partial_fraction = 0.0  # fraction of an unfinished epoch done when the time limit stopped it
     try:
         if stop_reason == "early_stopping" or (config.patience is not None and bad_epochs >= config.patience):
@@ -473,11 +522,14 @@ def train(
                     bar.set_description(f"epoch {epoch}/{int(config.epochs)}", refresh=False)
                 t0 = time.monotonic()
                 clock.mark(t0)
-                plateau_factor = float(state.plateau_state.scale) if config.schedule == "plateau" else 1.0
+                plateau_factor = float(np.ravel(state.plateau_state.scale)[0]) if config.schedule == "plateau" else 1.0
                 lr_peak = float(config.learning_rate) * plateau_factor
                 lr = float(fns.schedule(host_step)) * lr_peak
                 skip = skip_steps if epoch == start_epoch else 0
-                it = batches(train_graphs, budget, shuffle=True, seed=int(config.seed) * 100003 + epoch, dtype=dtype)
+                if member_step is None:
+                    it = batches(train_graphs, budget, shuffle=True, seed=int(config.seed) * 100003 + epoch, dtype=dtype)
+                else:  # (stacked batch, active): each member its own data order (and bootstrap sample)
+                    it = _member_batches(member_graphs, budget, int(config.seed), epoch, dtype)
                 if skip:
                     it = itertools.islice(it, skip, None)
                 losses, pending, done, stopped = [], None, skip, False
@@ -491,7 +543,7 @@ def train(
                     if clock.over_budget():
                         stopped = True
                         break
-                    state, aux = fns.train_step(state, batch)
+                    state, aux = fns.train_step(state, batch) if member_step is None else member_step.train_step(state, *batch)
                     pending = aux["loss"]
                     losses.append(pending)
                     done += 1
@@ -506,7 +558,7 @@ def train(
                     stop_reason = "max_time"
                     epoch -= 1
                     break
-                train_loss = float(np.mean(jax.device_get(losses))) if losses else math.nan
+                train_loss = float(np.mean(jax.device_get(losses))) if losses else math.nan  # (members: their mean)
                 if losses and not math.isfinite(train_loss):
                     save(epoch - 1)
                     raise FloatingPointError(
@@ -527,8 +579,10 @@ def train(
                         best_params = state.ema_params
                     bad_epochs = epoch - best_epoch  # epochs since the best validation loss
                     if config.schedule == "plateau" and not stopped:  # a cut epoch does not step the plateau
-                        _, ps = plateau.update(jnp.zeros(()), state.plateau_state, value=jnp.asarray(ev["loss"], jnp.float32))
-                        state = state._replace(plateau_state=ps, lr_scale=jnp.asarray(config.learning_rate * float(ps.scale), jnp.float32))
+                        value = jnp.asarray(ev["loss"], jnp.float32)
+                        update = lambda ps: plateau.update(jnp.zeros(()), ps, value=value)[1]  # noqa: E731
+                        ps = jax.vmap(update)(state.plateau_state) if member_step is not None else update(state.plateau_state)
+                        state = state._replace(plateau_state=ps, lr_scale=jnp.asarray(config.learning_rate * np.asarray(ps.scale, np.float64), jnp.float32))
                 else:
                     record.update({k: math.nan for k in LOG_COLUMNS if k.startswith("valid_")})
                 last_epoch_time = time.monotonic() - t0

@@ -32,7 +32,7 @@ from mlpjax.cache import compiled
 from mlpjax.config import TrainConfig
 from mlpjax.graph import GraphBatch
 from mlpjax.potential import Potential, PotentialDef, PotentialParams
-from mlpjax.training.loss import error_sums, loss_from_sums
+from mlpjax.training.loss import error_sums, loss_from_sums, nll_loss
 
 
 class TrainState(NamedTuple):
@@ -85,13 +85,17 @@ class StepSettings:
     # static like the weights. XLA folds 1/σ² into the loss and its gradient; a traced σ would change the
     # last bits of every step (and, through Adam, of the trained model) against the same run before.
     loss_sigma: float = 1.0
+    # parameter-path patterns kept fixed (fnmatch on "params/readout_0/kernel", see parameter_paths):
+    # their updates are exactly zero, so they, and their EMA, stay bit for bit what they were
+    freeze: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: TrainConfig, steps_per_epoch: int) -> "StepSettings":
         cosine = config.schedule == "warmup_cosine"
         return cls(**{k: getattr(config, k) for k in _STEP_FIELDS},
                    epochs=int(config.epochs) if cosine else None,
-                   steps_per_epoch=int(steps_per_epoch) if cosine else None)
+                   steps_per_epoch=int(steps_per_epoch) if cosine else None,
+                   freeze=tuple(config.freeze))
 
     @property
     def weights(self) -> tuple[float, float, float]:
@@ -104,7 +108,12 @@ class StepSettings:
                          self.final_lr_fraction)
 
     def make_optimizer(self) -> optax.GradientTransformation:
-        """clip_by_global_norm → Adam (→ decoupled weight decay for AdamW) → :meth:`lr_shape`."""
+        """clip_by_global_norm → Adam (→ decoupled weight decay for AdamW) → :meth:`lr_shape`.
+
+        With ``freeze`` patterns, ``optax.multi_transform`` routes the matching leaves to
+        ``set_to_zero`` (exactly zero updates: no Adam step, no weight decay, no clipping share)
+        and the rest through the chain above; a pattern that matches no leaf is a ConfigError
+        when the optimiser is initialised (:func:`frozen_labels`)."""
         parts = []
         if self.clip_grad_norm is not None:
             parts.append(optax.clip_by_global_norm(float(self.clip_grad_norm)))
@@ -115,7 +124,12 @@ class StepSettings:
         # the schedule's shape with peak 1: the peak learning rate (× the plateau factor) is
         # TrainState.lr_scale, a runtime value, so changing it needs no recompilation
         parts.append(optax.scale_by_learning_rate(self.lr_shape()))
-        return optax.chain(*parts)
+        chain = optax.chain(*parts)
+        if not self.freeze:
+            return chain  # exactly the optimiser (and optimiser state) of a run without freezing
+        patterns = tuple(self.freeze)
+        return optax.multi_transform({"train": chain, "frozen": optax.set_to_zero()},
+                                     lambda params: frozen_labels(params, patterns))
 
 
 def _schedule(lr: float, schedule: str, epochs, steps_per_epoch, warmup_epochs: float, final_lr_fraction: float) -> Callable:
@@ -142,6 +156,53 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int) -> Callable:
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     """clip_by_global_norm → Adam (→ decoupled weight decay for AdamW) → schedule (peak 1; see TrainState.lr_scale)."""
     return StepSettings.from_config(config, steps_per_epoch).make_optimizer()
+
+
+def parameter_paths(params) -> list[str]:
+    """The "/"-joined path of every leaf of a parameter pytree, in tree order, e.g.
+    ``params/embedding/embedding``, ``params/readout_0/kernel`` (what ``freeze`` patterns match;
+    ``mlpjax train --init-from MODEL --list-params`` prints them with their shapes)."""
+    return [_path_str(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+
+def _path_str(path) -> str:
+    names = []
+    for k in path:  # DictKey .key, GetAttrKey .name, SequenceKey .idx, FlattenedIndexKey .key
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                names.append(str(getattr(k, attr)))
+                break
+        else:
+            names.append(str(k))
+    return "/".join(names)
+
+
+def frozen_labels(params, patterns) -> Any:
+    """``"frozen"`` on the leaves whose path (:func:`parameter_paths`) matches one of ``patterns``
+    (``fnmatch.fnmatchcase``: ``*`` also crosses ``/``), ``"train"`` elsewhere (the labels of
+    :meth:`StepSettings.make_optimizer`'s ``multi_transform``).
+
+    Raises ConfigError when a pattern matches no leaf (naming close and example paths), or when the
+    patterns match every leaf (nothing would train)."""
+    import difflib
+    import fnmatch
+
+    from mlpjax.config import ConfigError
+
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    paths = [_path_str(p) for p, _ in leaves]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(path, pattern) for path in paths):
+            close = difflib.get_close_matches(pattern, paths, n=3, cutoff=0.3)
+            examples = list(dict.fromkeys(close + paths[:: max(len(paths) // 6, 1)][:6]))
+            raise ConfigError(f"freeze pattern {pattern!r} matches no parameter; the {len(paths)} parameter paths "
+                              f"include {', '.join(examples)} (fnmatch patterns such as 'params/embedding/*'; "
+                              "all of them: mlpjax train --init-from MODEL --list-params)", option="freeze")
+    frozen = [any(fnmatch.fnmatchcase(path, p) for p in patterns) for path in paths]
+    if frozen and all(frozen):
+        raise ConfigError(f"freeze patterns {', '.join(map(repr, patterns))} match all {len(paths)} parameters: "
+                          "nothing would train; freeze a part (e.g. 'params/embedding/*')", option="freeze")
+    return jax.tree_util.tree_unflatten(treedef, ["frozen" if f else "train" for f in frozen])
 
 
 def _trainable_mask(params):
@@ -175,10 +236,23 @@ def compiled_steps(definition: PotentialDef, settings: StepSettings, compute_str
     schedule = settings.lr_shape()
     ema_decay = float(settings.ema_decay)
 
+    shallow = getattr(definition, "kind", None) == "shallow"  # an EnsembleDef with M heads: Gaussian NLL
+
     def loss_fn(params, batch: GraphBatch, norm: PotentialParams):
-        pred = definition.predict(norm._replace(params=params), batch, compute_stress=compute_stress)
+        variables = norm._replace(params=params)
+        pred = definition.predict(variables, batch, compute_stress=compute_stress)  # (an ensemble: the mean)
         sums = error_sums(pred, batch, compute_stress)
-        return loss_from_sums(sums, sigma, weights), sums
+        loss = loss_from_sums(sums, sigma, weights)
+        if shallow:
+            # the heads' spread is fitted by the NLL with the shared network held (stop_gradient): the NLL
+            # moves only the heads' deviations from their mean (they sum to zero over the members), so the
+            # mean model is trained by the squared error exactly as a single model is
+            axes = definition.param_axes(params)
+            held = jax.tree_util.tree_map(lambda a, x: x if a == 0 else jax.lax.stop_gradient(x), axes, params,
+                                          is_leaf=lambda x: x is None)
+            members = definition.member_predict(norm._replace(params=held), batch, compute_stress=False)
+            loss = loss + nll_loss(members, batch, sigma, weights)
+        return loss, sums
 
     def train_step(state: TrainState, batch: GraphBatch, norm: PotentialParams):
         (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, norm)
@@ -207,12 +281,24 @@ def make_step_fns(potential: Potential, config: TrainConfig, steps_per_epoch: in
     """``train_step(state, batch) -> (state, aux)`` and ``eval_step(params, batch) -> sums`` for
     ``potential``: :func:`compiled_steps` with the potential's normalisation bound as ``norm``."""
     settings = dataclasses.replace(StepSettings.from_config(config, steps_per_epoch),
-                                   loss_sigma=float(potential.energy_scale))
+                                   loss_sigma=potential.energy_scale_mean)
     fns = compiled_steps(potential.definition, settings, bool(compute_stress), bool(jax.config.jax_enable_x64))
     norm = potential.variables_with(None)
     train_step, eval_step = fns.train_step, fns.eval_step
     return fns._replace(train_step=lambda state, batch: train_step(state, batch, norm),
                         eval_step=lambda params, batch: eval_step(params, batch, norm))
+
+
+def make_member_step(potential: Potential, config: TrainConfig, steps_per_epoch: int, compute_stress: bool) -> StepFns:
+    """A full ensemble's ``train_step(state, batch, active)`` (:func:`compiled_member_steps` of one
+    member's architecture, with the members' normalisation bound); ``eval_step`` is one member's."""
+    settings = dataclasses.replace(StepSettings.from_config(config, steps_per_epoch),
+                                   loss_sigma=potential.energy_scale_mean)
+    member = potential.definition.member
+    fns = compiled_member_steps(member, settings, bool(compute_stress), bool(jax.config.jax_enable_x64))
+    norm = potential.variables_with(None)
+    train_step = fns.train_step
+    return fns._replace(train_step=lambda state, batch, active: train_step(state, batch, norm, active))
 
 
 def init_state(potential: Potential, optimizer, plateau, learning_rate: float = 1.0) -> TrainState:
@@ -226,3 +312,35 @@ def init_state(potential: Potential, optimizer, plateau, learning_rate: float = 
         lr_scale=jnp.asarray(learning_rate, jnp.float32),
         plateau_state=plateau.init(jnp.zeros((), jnp.float32)),
     )
+
+
+@compiled(maxsize=8)
+def compiled_member_steps(member: PotentialDef, settings: StepSettings, compute_stress: bool, x64: bool) -> StepFns:
+    """A full ensemble's jitted training step: the single-model ``train_step`` of
+    :func:`compiled_steps` vmapped over a leading member axis, one compilation for all members.
+
+    ``train_step(state, batch, norm, active) -> (state, aux)``: ``state``, ``batch`` (each member its
+    own batch: own data order, own bootstrap sample), ``norm`` carry the member axis ``[M, ...]``;
+    ``active`` [M] bool: a member whose epoch has run out of batches keeps its state unchanged (members
+    may need different numbers of batches per epoch). ``eval_step`` is ``compiled_steps``' own for one
+    member; the ensemble is evaluated as the mean model through :func:`compiled_steps` of its
+    :class:`mlpjax.ensemble.EnsembleDef`."""
+    fns = compiled_steps(member, settings, compute_stress, x64)
+
+    def train_step(state: TrainState, batch: GraphBatch, norm: PotentialParams, active):
+        def one(s, b, n, a):
+            new, aux = fns.train_step(s, b, n)
+            return jax.tree_util.tree_map(lambda x, y: jnp.where(a, x, y), new, s), aux
+
+        return jax.vmap(one)(state, batch, norm, active)
+
+    return fns._replace(train_step=jax.jit(train_step))
+
+
+def init_member_states(member_params, optimizer, plateau, learning_rate: float, members: int) -> TrainState:
+    """Member-stacked :class:`TrainState` (leaves ``[M, ...]``) around member-stacked parameters."""
+    from types import SimpleNamespace
+
+    del members  # the leading axis of member_params
+    return jax.vmap(lambda p: init_state(SimpleNamespace(params=p), optimizer, plateau, learning_rate))(member_params)
+
