@@ -284,7 +284,8 @@ def test_gap_force_std_grows_outside_the_training_distribution(gap_fit):
 def test_gap_force_variance_is_j_sigma_jt_plus_the_novelty_term(gap_fit):
     """Weights term: J = ∂F/∂α by jax.jacfwd of the potential's own forces, Σ_α from the fit's
     Cholesky factor (and, loosely, inverted explicitly). Novelty term: δ²(s² ∂²K/∂x∂x' − J K_MM⁻¹ Jᵀ)
-    with the kernel's mixed derivative by central finite differences of K(R + h e, R + h' e)."""
+    with the kernel's mixed derivative by central finite differences of K(R + h e, R + h' e).
+    Then the same for the stress component xx (s/V for s, a strain for the displacement)."""
     pot, split = gap_fit
     configs, full_preds, weight_preds = split["hot"]
     config, full, weights_only = configs[0], full_preds[0], weight_preds[0]
@@ -308,7 +309,7 @@ def test_gap_force_variance_is_j_sigma_jt_plus_the_novelty_term(gap_fit):
     assert weights_only.forces_std[atom] ** 2 == pytest.approx(np.sum(var_w), rel=2e-2)
 
     kmm_chol = np.asarray(params["gap"]["kmm_chol"])
-    zeta, h = int(pot.model_config.zeta), 1e-3
+    zeta, h = int(pot.model_config.zeta), 3e-4
     delta2, s2 = float(pot.model_config.delta) ** 2, float(pot.energy_scale) ** 2
 
     def moved(dx):
@@ -330,5 +331,30 @@ def test_gap_force_variance_is_j_sigma_jt_plus_the_novelty_term(gap_fit):
         prior += delta2 * s2 * d2k
         expected += delta2 * (s2 * d2k - u @ u)
     novelty = full.forces_std[atom] ** 2 - weights_only.forces_std[atom] ** 2
-    assert expected > 0
-    assert novelty == pytest.approx(expected, abs=1e-5 * prior)
+    # the novelty is a Schur complement, ~10⁻³ of the prior term here; central differences of
+    # K err by ~h² (truncation) + ε·K/h² (round-off), both ~10⁻⁷ of the prior at h = 3·10⁻⁴ Å
+    assert expected > 100 * 1e-6 * prior
+    assert novelty == pytest.approx(expected, abs=1e-6 * prior)
+
+    # the same two terms for the stress component xx: J_σ = ∂σ_xx/∂α through the potential's
+    # stress, ∂²K by finite differences of a strain ε_xx applied to positions and cell
+    def stress_xx(alpha):
+        p = {**params, "params": {**params["params"], "alpha": alpha.reshape(s_count, m)}}
+        return pot.predict(p, batch, compute_stress=True).stress[0, 0, 0]
+
+    j_s = np.asarray(jax.jit(jax.grad(stress_xx))(jnp.asarray(params["params"]["alpha"]).reshape(-1)))  # [S·M]
+    v = scipy.linalg.solve_triangular(chol, j_s, lower=True)
+    assert weights_only.stress_std[0, 0] ** 2 == pytest.approx(v @ v, rel=1e-10)
+
+    def strained(eps):
+        f = np.eye(3) + np.diag([eps, 0.0, 0.0])
+        return config.__class__(**{**config.__dict__, "positions": config.positions @ f, "cell": config.cell @ f})
+
+    x, _, gi = gap.atom_features(pot, to_graphs([strained(h), strained(-h)], pot.species, pot.cutoff))
+    d2k = (kern(0, 0) - kern(0, 1) - kern(1, 0) + kern(1, 1)) / (4 * h * h)
+    vol = abs(np.linalg.det(config.cell))
+    u = scipy.linalg.solve_triangular(kmm_chol, j_s, lower=True)
+    prior = delta2 * s2 * d2k / vol**2
+    novelty = full.stress_std[0, 0] ** 2 - weights_only.stress_std[0, 0] ** 2
+    assert prior - delta2 * u @ u > 100 * 1e-6 * prior
+    assert novelty == pytest.approx(prior - delta2 * u @ u, abs=1e-6 * prior)
