@@ -204,6 +204,7 @@ def test_report_writes_json_and_a_png(tmp_path):
     m = unc.uncertainty_metrics(preds, configs)
     assert doc["metrics"]["force_miscalibration_area"] == pytest.approx(m["force_miscalibration_area"])
     assert doc["calibration"]["forces"] == pytest.approx(m["calibration_forces"])
+    assert unc.Calibration.from_dict(doc["calibration"]) == unc.fit_calibration(preds, configs)
     assert doc["metrics"]["n_stress"] == 29
 
 

@@ -5,6 +5,10 @@ See :mod:`mlpjax.models.gap.model` for the model and the equations. ``mlpjax tra
 no optimiser, one pass over the training data to build the normal equations, a Cholesky
 solve, then the same validation/test metrics, model file and parity plot as every model
 (:func:`mlpjax.training.finalize`). The linear algebra runs in float64 whatever ``dtype`` says.
+
+Uncertainty: :func:`predict_with_std` (energies) and :func:`predict_uncertain` (energies, forces
+and stress with their predictive standard deviations, as the
+:class:`mlpjax.uncertainty.UncertainPrediction` records that ensembles also return).
 """
 
 from __future__ import annotations
