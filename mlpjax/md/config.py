@@ -57,6 +57,11 @@ class MDConfig:
     traj_forces: bool = True  # store forces in trajectory frames
     initial_velocities: str = "maxwell-boltzmann"  # | "atoms" (use the input's momenta)
     max_reallocations_per_chunk: int = 5
+    # ensembles (mlpjax.ensemble): the members' force deviation (eV/Å, per atom, x the ensemble's calibration)
+    # is recorded with every record; above this the run stops (or, with uncertainty_action="mark", the
+    # frame is marked) — the MD uncertainty check that also drives active learning (None: no check)
+    max_force_std: float | None = None
+    uncertainty_action: str = "stop"  # "stop" | "mark"
 
     def __post_init__(self):
         if self.ensemble not in ENSEMBLES:
@@ -85,6 +90,10 @@ class MDConfig:
             raise ValueError(f"capacity_multiplier must be >= 1, got {self.capacity_multiplier}")
         if self.dtype not in (None, "float32", "float64"):
             raise ValueError(f"dtype must be 'float32', 'float64' or None, got {self.dtype!r}")
+        if self.max_force_std is not None and not self.max_force_std > 0:
+            raise ValueError(f"max_force_std must be > 0 eV/Å, got {self.max_force_std}")
+        if self.uncertainty_action not in ("stop", "mark"):
+            raise ValueError(f"uncertainty_action must be 'stop' or 'mark', got {self.uncertainty_action!r}")
         if self.initial_velocities not in ("maxwell-boltzmann", "atoms"):
             raise ValueError(f"initial_velocities must be 'maxwell-boltzmann' or 'atoms', got {self.initial_velocities!r}")
 
@@ -169,6 +178,6 @@ def dynamics_settings(config: MDConfig) -> MDConfig:
     output and blow-up settings; the run length only through ramps."""
     return dataclasses.replace(
         config, seed=0, initial_velocities="maxwell-boltzmann", chunk_steps=1, log_every=1, traj_every=1,
-        traj_forces=True, max_temperature_factor=1.0, max_temperature_floor_K=0.0, max_reallocations_per_chunk=0,
+        traj_forces=True, max_force_std=None, uncertainty_action="stop", max_temperature_factor=1.0, max_temperature_floor_K=0.0, max_reallocations_per_chunk=0,
         temperature_K=0.0, temperature_final_K=None if config.temperature_final_K is None else 0.0,
         steps=config.steps if config.has_ramp else 0)

@@ -85,6 +85,7 @@ class MDResult:
     timings: dict  # setup_s, compile_s, run_s, chunk_s (list), steps_per_s (median over chunks after the first)
     final_state: Any = None  # the jax-md integrator state at the end (simulation coordinates)
     image_repeats: tuple = (1, 1, 1)  # multi-image path: the image supercell used for a narrow cell
+    uncertainty: dict | None = None  # ensembles: see ReplicaResult.uncertainty
 
 
 # ----------------------------------------------------------------------------- chunk loop
@@ -106,6 +107,7 @@ def run_chunked(
     max_retries: int = 5,
     log_fn: Callable[[str], None] | None = None,
     pass_step: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> ChunkedRun:
     """Run chunks of ``chunk_lengths`` steps, never accepting a chunk computed with an overflowed list.
 
@@ -113,7 +115,8 @@ def run_chunked(
     chunk; on overflow ``reallocate_fn(start_state, end_state, old_nbrs)`` gives a bigger list valid
     at the chunk's start (the end state hints how much bigger) and the chunk is rerun, at most
     ``max_retries`` times (then :class:`NeighborListOverflowError`). ``on_chunk(index, first_step,
-    start_state, state, nbrs, aux)`` sees each accepted chunk and may raise to stop the run.
+    start_state, state, nbrs, aux)`` sees each accepted chunk and may raise to stop the run;
+    ``stop()`` True after a chunk ends the run there (every run has met its uncertainty stop).
     """
     n_realloc = 0
     times = []
@@ -148,6 +151,8 @@ def run_chunked(
         if on_chunk is not None:
             on_chunk(index, step, start, state, nbrs, aux)
         step += n_steps
+        if stop is not None and stop():
+            break
     return ChunkedRun(state, nbrs, n_realloc, times)
 
 
@@ -215,6 +220,10 @@ class ReplicaResult:
     log_paths: list | None = None
     trajectory_paths: list | None = None
     image_repeats: tuple = (1, 1, 1)
+    # ensembles: per run {"stopped_step": step of the uncertainty stop or None, "flagged_steps": records
+    # above MDConfig.max_force_std, "frames": those frames (ase.Atoms, per-atom "forces_std" array),
+    # "frame_path": where the stop frame was written, "max_force_std": the largest seen (eV/Å, calibrated)}
+    uncertainty: list | None = None
 
     @property
     def n_replicas(self) -> int:
@@ -253,6 +262,11 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
     variables = eng.cast(variables)
     dof, box_of = eng.dof, eng.box_of
     t_limits = [r.config.temperature_limit_K for r in runs]
+    members = system.has_members  # an ensemble: records carry the members' force deviation
+    c_force = float(getattr(potential, "calibration", (1.0, 1.0, 1.0))[1]) if members else 1.0
+    columns = THERMO_COLUMNS + (("F_std_max_eV_A",) if members else ())
+    uncertain = [{"stopped_step": None, "flagged_steps": [], "frames": [], "frame_path": None, "max_force_std": 0.0}
+                 for _ in runs] if members else None
     targets = Targets.of([r.config for r in runs], system.dtype)
 
     t_setup = time.perf_counter()
@@ -281,25 +295,34 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
     lengths = [chunk] * (remaining // chunk) + ([remaining % chunk] if remaining % chunk else [])
 
     appending = restart is not None
-    thermo = [{c: [] for c in THERMO_COLUMNS} for _ in runs]
+    thermo = [{c: [] for c in columns} for _ in runs]
     log_fhs = [open(r.log, "a" if appending else "w", newline="") if r.log is not None else None for r in runs]
     writers = [csv.writer(fh) if fh is not None else None for fh in log_fhs]
     if not appending:
         for w in filter(None, writers):
-            w.writerow(THERMO_COLUMNS)
+            w.writerow(columns)
     trajs = [TrajectoryWriter(r.trajectory, append=appending) if r.trajectory is not None else None for r in runs]
 
     def frame(k, step, rec):
-        return frame_atoms(system, rec, step, step * dt_ps, temperature_K(rec["ekin"], dof), with_forces=config.traj_forces)
+        atoms = frame_atoms(system, rec, step, step * dt_ps, temperature_K(rec["ekin"], dof), with_forces=config.traj_forces)
+        if "force_std" in rec:
+            std = c_force * np.asarray(rec["force_std"], np.float64)
+            atoms.arrays["forces_std"] = std
+            atoms.info["max_force_std"] = float(std.max())
+        return atoms
 
-    def emit(k, step, rec):
+    def emit(k, step, rec, force_frame=False):
+        if uncertain is not None and uncertain[k]["stopped_step"] is not None:
+            return  # the run stopped at its uncertainty threshold (it keeps stepping in the batch, unseen)
         if step % config.log_every == 0:
             row = thermo_row(step, rec, dt_ps, dof)
-            for c, val in zip(THERMO_COLUMNS, row):
+            if members:
+                row = row + (c_force * float(np.max(rec["force_std"])),)
+            for c, val in zip(columns, row):
                 thermo[k][c].append(val)
             if writers[k] is not None:
                 writers[k].writerow(format_row(row))
-        if trajs[k] is not None and step % config.traj_every == 0:
+        if trajs[k] is not None and (step % config.traj_every == 0 or force_frame):
             trajs[k].write(frame(k, step, rec))
 
     def flush():
@@ -336,11 +359,52 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
 
     def check(step, recs):
         for k in range(r_count):  # every run before any is written: the run stops at this record
+            if uncertain is not None and uncertain[k]["stopped_step"] is not None:
+                continue
             reason = record_problem(system, config, recs[k], temperature_K(recs[k]["ekin"], dof), t_limits[k])
             if reason is not None:
                 explode(k, step, reason)
 
+    def check_uncertainty(step, recs):
+        """The MD uncertainty check: a record above max_force_std stops its run (writing the frame) or is marked."""
+        if uncertain is None:
+            return
+        for k in range(r_count):
+            u = uncertain[k]
+            if u["stopped_step"] is not None:
+                continue
+            s = c_force * float(np.max(recs[k]["force_std"]))
+            u["max_force_std"] = max(u["max_force_std"], s)
+            if config.max_force_std is None or s <= config.max_force_std:
+                continue
+            atoms = frame(k, step, recs[k])
+            atoms.info["uncertain"] = True
+            u["flagged_steps"].append(int(step))
+            u["frames"].append(atoms)
+            if config.uncertainty_action == "stop":
+                emit(k, step, recs[k], force_frame=True)  # its thermo row and trajectory frame, then silence
+                u["stopped_step"] = int(step)
+                r = runs[k]
+                where = os.path.dirname(os.path.abspath(r.trajectory)) if r.trajectory is not None else os.getcwd()
+                path = os.path.join(where, r.frame_name.replace("last_good_frame", "uncertain_frame"))
+                try:
+                    import ase.io
+
+                    ase.io.write(path, atoms, format="extxyz")
+                    u["frame_path"] = path
+                except OSError:
+                    pass
+                if progress:
+                    who = f" {r.label}" if r.label else ""
+                    print(f"[mlpjax md]{who} stopped at step {step}: max per-atom force std {s:.3f} eV/Å > "
+                          f"max_force_std {config.max_force_std:g} eV/Å (frame written to {u['frame_path']})",
+                          file=sys.stderr, flush=True)
+
+    def all_stopped():
+        return uncertain is not None and all(u["stopped_step"] is not None for u in uncertain)
+
     check(first, last["recs"])
+    check_uncertainty(first, last["recs"])
     if not appending:  # a restart does not repeat the row and frame of its starting step
         for k in range(r_count):
             emit(k, first, last["recs"][k])
@@ -356,8 +420,12 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
             step = first + first_step + (j + 1) * record_every
             rec_j = [{name: v[j, k] for name, v in recs.items()} for k in range(r_count)]
             check(step, rec_j)
+            check_uncertainty(step, rec_j)
             for k in range(r_count):
                 emit(k, step, rec_j[k])
+            if uncertain is not None:  # a stopped run keeps the record it stopped at
+                rec_j = [last["recs"][k] if uncertain[k]["stopped_step"] is not None and uncertain[k]["stopped_step"] < step
+                         else rec_j[k] for k in range(r_count)]
             last["step"], last["recs"] = step, rec_j
         flush()
         done = first + first_step + n_rec * record_every
@@ -389,6 +457,8 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
             masses = np.asarray(system.masses, np.float64)[None, :, None]
             ekin = 0.5 * np.sum(np.asarray(end.momentum, np.float64) ** 2 / masses, axis=(1, 2))  # [R] eV
             for k in range(r_count):
+                if uncertain is not None and uncertain[k]["stopped_step"] is not None:
+                    continue
                 rec = {"epot": 0.0, "ekin": ekin[k], "position": end.position[k], "momentum": end.momentum[k],
                        "force": end.force[k]}
                 if record_problem(system, config, rec, temperature_K(ekin[k], dof), t_limits[k]) is not None:
@@ -417,7 +487,8 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
         if lengths:
             try:
                 run = run_chunked(chunk_fn, state, nbrs, reallocate, lengths, on_chunk=on_chunk,
-                                  max_retries=config.max_reallocations_per_chunk, log_fn=log_realloc, pass_step=True)
+                                  max_retries=config.max_reallocations_per_chunk, log_fn=log_realloc, pass_step=True,
+                                  stop=all_stopped)
             except NeighborListOverflowError as err:
                 explode(0 if r_count == 1 else None, last["step"] + record_every, f"neighbour list overflow ({err})")
             except FloatingPointError as err:  # jax_debug_nans turns a NaN into this exception
@@ -438,7 +509,11 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
                "chunk_steps": chunk, "steps_per_s": _steps_per_s(list(run.chunk_times), lengths, chunk),
                "reallocation_log": realloc_messages,
                "compilations": n_compiles - n_compiles0}  # 0 when an earlier run of this architecture compiled the engine
-    last_good = [frame(k, last["step"], last["recs"][k]) for k in range(r_count)]
+    def end_step(k):
+        stopped = uncertain[k]["stopped_step"] if uncertain is not None else None
+        return last["step"] if stopped is None else stopped
+
+    last_good = [frame(k, end_step(k), last["recs"][k]) for k in range(r_count)]
     timings.update(replica_steps_per_s=timings["steps_per_s"] * r_count,
                    atom_steps_per_s=timings["steps_per_s"] * r_count * system.n_atoms)
     masses = np.asarray(system.masses, np.float64)[None, :, None]
@@ -451,7 +526,7 @@ def drive(potential, runs: Sequence[Run], config: MDConfig, *, variables=None, p
         steps_done=config.steps, timings=timings, final_state=run.state,
         log_paths=[r.log for r in runs if r.log is not None] or None,
         trajectory_paths=[r.trajectory for r in runs if r.trajectory is not None] or None,
-        image_repeats=tuple(system.repeats))
+        image_repeats=tuple(system.repeats), uncertainty=uncertain)
 
 
 def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, *, trajectory=None, log=None,
@@ -488,4 +563,5 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
     return MDResult(atoms=out.atoms[0], positions=out.positions[0], velocities=out.velocities[0], forces=out.forces[0],
                     thermo=out.thermo[0], n_neighbor_reallocations=out.n_neighbor_reallocations,
                     neighbor_capacity=out.neighbor_capacity, last_good_frame=out.atoms[0], steps_done=out.steps_done,
-                    timings=out.timings, final_state=_take(out.final_state, 0), image_repeats=out.image_repeats)
+                    timings=out.timings, final_state=_take(out.final_state, 0), image_repeats=out.image_repeats,
+                    uncertainty=out.uncertainty[0] if out.uncertainty else None)

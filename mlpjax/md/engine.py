@@ -16,7 +16,8 @@ ASE-time, forces eV/Å, Langevin keys ``[R, 2]``, chains ``[R, chain_length]``);
 ``[R, 2, capacity]``; ``targets`` (:class:`~mlpjax.md.config.Targets`) are per-run temperatures,
 traced too. ``chunk`` runs ``n_steps`` (static, a multiple of ``record_every``): ``lax.scan``
 over records, ``fori_loop`` between them. Records ``[n_records, R, ...]``: ``epot``, ``ekin``
-(eV), ``position``, ``momentum``, ``force``; periodic: ``volume`` (Å³), ``pressure`` (eV/Å³,
+(eV), ``position``, ``momentum``, ``force``; ensembles: ``force_std`` [R, N] eV/Å (the members'
+per-atom force deviation, uncalibrated, computed inside the chunk at every record); periodic: ``volume`` (Å³), ``pressure`` (eV/Å³,
 virial from the box derivative + kinetic term, jax_md.quantity.pressure), ``box``; ``econs`` (eV,
 Nosé–Hoover extended energy); ``min_dist`` (Å, with ``config.min_distance``). ``overflow``: some
 run's list overflowed; the host must reallocate from the chunk's START and rerun it
@@ -107,6 +108,9 @@ def _build(system: MDSystem, config: MDConfig, record_every: int, params_batched
             out["box"] = b
         if config.min_distance is not None:
             out["min_dist"] = _min_distance(system, state.position, nbrs, box)
+        if system.has_members:  # an ensemble: per-atom model deviation sqrt(sum_c var_m F_ic), eV/Å
+            fm = system.member_forces(variables, state.position, neighbor=nbrs, **kw)
+            out["force_std"] = jnp.sqrt(jnp.sum(jnp.var(fm, axis=0), axis=-1))
         econs = conserved_energy(config, energy, state, nbrs, kT, pressure)
         if econs is not None:
             out["econs"] = econs

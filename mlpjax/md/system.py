@@ -131,6 +131,23 @@ class MDSystem:
         f = self._force_of(variables, self.expand(R), neighbor=neighbor, **self._super_kwargs(kwargs))
         return f.reshape(self.n_copies, R.shape[0], f.shape[-1]).mean(0) if self.image_shifts is not None else f
 
+    def member_forces(self, variables, R, neighbor=None, **kwargs):
+        """[M, N, 3] eV/Å, every ensemble member's forces (an :class:`mlpjax.ensemble.EnsembleDef` only);
+        multi-image: the mean over the C copies, as :meth:`force`."""
+        f = self._member_force_of(variables, self.expand(R), neighbor=neighbor, **self._super_kwargs(kwargs))
+        if self.image_shifts is not None:
+            f = f.reshape(f.shape[0], self.n_copies, R.shape[0], f.shape[-1]).mean(1)
+        return f
+
+    @property
+    def has_members(self) -> bool:
+        """The potential is an ensemble: records carry the members' force deviation."""
+        return hasattr(self.definition, "member_force_fn_of_params")
+
+    @functools.cached_property
+    def _member_force_of(self):
+        return self.definition.member_force_fn_of_params(self.nbr_displacement_fn, np.tile(self.numbers, self.n_copies))
+
     @functools.cached_property
     def _energy_of(self):
         return self.definition.energy_fn_of_params(self.nbr_displacement_fn, np.tile(self.numbers, self.n_copies))
