@@ -49,7 +49,7 @@ import numpy as np
 from mlpjax import data as _data
 from mlpjax import models as _models
 from mlpjax.files import atomic_write_bytes
-from mlpjax.config import TrainConfig, dump_config
+from mlpjax.config import ConfigError, TrainConfig, dump_config
 from mlpjax.graph import AtomGraph, Budget, batches, make_budget, to_graphs
 from mlpjax.ensemble import from_potential as ensemble_from_potential
 from mlpjax.ensemble import is_ensemble
@@ -439,6 +439,13 @@ def train(
     else:
         potential = prepare_potential(config, train_set, graphs=train_graphs, species=species, source=source)
     members = int(config.ensemble_size)  # > 1: an ensemble (mlpjax.ensemble), trained in one vmapped step
+    if is_ensemble(potential):  # resumed, or fine-tuned from an ensemble's file (active learning's warm start)
+        if members > 1 and members != potential.n_members:
+            raise ConfigError(f"ensemble_size {members} differs from the {potential.n_members} members of "
+                              f"{config.init_from or 'the checkpoint'}; leave ensemble_size out or set it to "
+                              f"{potential.n_members}", option="ensemble_size")
+        members = potential.n_members
+        config = config.replace(ensemble_size=members, ensemble_kind=potential.kind)
     if members > 1 and not is_ensemble(potential):
         potential = ensemble_from_potential(potential, members, kind=config.ensemble_kind, seed=int(config.seed),
                                             graphs=train_graphs)

@@ -227,7 +227,10 @@ def refit_reference_energies(potential: Potential, configs: Sequence[_data.Confi
     present = counts.any(axis=0)
     delta = np.zeros(len(species))  # eV per atom
     delta[present] = np.linalg.lstsq(counts[:, present], residual, rcond=None)[0]
-    return potential.replace(reference_energies=tuple(float(e + d) for e, d in zip(potential.reference_energies, delta)))
+    refs = potential.reference_energies
+    if refs and isinstance(refs[0], (tuple, list)):  # an ensemble ([M][S]): every member shifts, so the mean does
+        return potential.replace(reference_energies=tuple(tuple(float(e + d) for e, d in zip(row, delta)) for row in refs))
+    return potential.replace(reference_energies=tuple(float(e + d) for e, d in zip(refs, delta)))
 
 
 def file_sha256(path) -> str:
@@ -261,8 +264,8 @@ def _provenance(config: TrainConfig, source: Potential, before, after) -> dict:
         },
         "freeze": list(config.freeze),
         "refit_reference_energies": bool(config.refit_reference_energies),
-        "reference_energies_before": [float(e) for e in before],
-        "reference_energies_after": [float(e) for e in after],
+        "reference_energies_before": np.asarray(before, np.float64).tolist(),  # [S] ([M, S] for an ensemble)
+        "reference_energies_after": np.asarray(after, np.float64).tolist(),
     }
 
 
