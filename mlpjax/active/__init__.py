@@ -5,10 +5,12 @@
   :class:`OracleError`.
 - :mod:`mlpjax.active.labelling`: :func:`label` (parallel worker processes, each result appended to
   an extxyz file as it arrives, resumable after a kill, failures recorded and skipped),
-  :func:`structure_id`, :func:`read_failures`, :class:`LabelReport`.
+  :func:`structure_id` / :func:`structure_ids`, :func:`labelled_ids`, :func:`read_failures`,
+  :class:`LabelReport`.
 """
 
-from mlpjax.active.labelling import ID_KEY, ORACLE_KEY, Failure, LabelReport, failures_path, label, read_failures, structure_id
+from mlpjax.active.labelling import (ID_KEY, ORACLE_KEY, Failure, LabelReport, failures_path, label, labelled_ids,
+                                     read_failures, structure_id, structure_ids)
 from mlpjax.active.oracle import ORACLES, OracleError, OracleResult, OracleSpec, evaluate, make_oracle
 
 __all__ = [
@@ -23,7 +25,9 @@ __all__ = [
     "evaluate",
     "failures_path",
     "label",
+    "labelled_ids",
     "make_oracle",
     "read_failures",
     "structure_id",
+    "structure_ids",
 ]

@@ -110,6 +110,20 @@ def _as_atoms(s):
     raise TypeError(f"label() takes ase.Atoms or mlpjax.data.Configuration structures, got {type(s).__name__}")
 
 
+def structure_ids(structures, *, id_key: str | None = None) -> list[str]:
+    """The ids :func:`label` gives ``structures``: :func:`structure_id` (or ``info[id_key]``), with
+    ``-1``, ``-2`` ... appended to repeats of an identical structure (by input order)."""
+    return _ids([_as_atoms(s) for s in structures], id_key)
+
+
+def labelled_ids(out_path) -> list[str]:
+    """Ids of the complete labelled frames of an output, in file order ([] if it does not exist)."""
+    out_path = os.fspath(out_path)
+    if not os.path.exists(out_path):
+        return []
+    return [sid for sid, _ in _scan_frames(out_path)[0]]
+
+
 def _ids(atoms_list, id_key) -> list[str]:
     out, seen = [], collections.Counter()
     for k, a in enumerate(atoms_list):
