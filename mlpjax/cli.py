@@ -722,15 +722,64 @@ def _cmd_analyze(args) -> int:
 
 # ------------------------------------------------------------------------------ data
 def _cmd_data(args) -> int:
-    from mlpjax.data import write_extxyz
-    from mlpjax.data.emt import EMT_CU_LIQUID_TEMPERATURES, emt_cu
+    import dataclasses
 
-    if args.md_frames + args.rattled + args.strained + args.liquid_frames == 0:
-        raise _config_error("--md-frames, --rattled, --strained and --liquid-frames are all 0: nothing to write", "--md-frames")
-    configs = emt_cu(seed=args.seed, md_frames_per_run=args.md_frames, n_rattled=args.rattled, n_strained=args.strained,
-                     liquid_frames_per_run=args.liquid_frames, liquid_temperatures_K=EMT_CU_LIQUID_TEMPERATURES if args.liquid_frames else ())
-    write_extxyz(args.output, configs)
-    print(f"wrote {len(configs)} EMT-labelled fcc Cu configurations to {args.output}")
+    import yaml
+
+    from mlpjax.config import ConfigError
+    from mlpjax.data.generate import EmtCu, composition_path, generate, load_recipe, recipe_path
+
+    emt_flags = {"--md-frames": ("md_frames", args.md_frames), "--rattled": ("rattled", args.rattled),
+                 "--strained": ("strained", args.strained), "--liquid-frames": ("liquid_frames", args.liquid_frames)}
+    given = {flag: fv for flag, fv in emt_flags.items() if fv[1] is not None}
+    if args.kind == "generate":
+        if args.recipe is None:
+            raise ConfigError("mlpjax data generate needs a recipe: mlpjax data generate RECIPE.yaml --output OUT.xyz "
+                              "(the shipped recipes in mlpjax/data/recipes/ are examples)", option="recipe")
+        path = args.recipe
+    else:
+        if args.recipe is not None:
+            raise ConfigError(f"{args.kind} is a shipped recipe and takes no recipe file; for your own recipe run "
+                              f"mlpjax data generate {args.recipe} --output ...", option="recipe")
+        path = recipe_path(args.kind)
+    recipe = load_recipe(path)
+    if given:  # the emt-cu flags set the recipe's emt_cu source
+        where = [i for i, s in enumerate(recipe.sources) if isinstance(s, EmtCu)]
+        if not where:
+            raise ConfigError(f"{', '.join(given)} set the emt_cu source of the emt-cu recipe; {path} has none",
+                              option=next(iter(given)))
+        sources = list(recipe.sources)
+        for i in where:
+            sources[i] = dataclasses.replace(sources[i], **dict(given.values()))
+        recipe = recipe.replace(sources=tuple(sources))
+        if all(s.md_frames + s.rattled + s.strained + s.liquid_frames == 0 for s in (sources[i] for i in where)) \
+                and len(where) == len(sources):
+            raise ConfigError("--md-frames, --rattled, --strained and --liquid-frames are all 0: nothing to write",
+                              option="--md-frames")
+    if args.seed is not None:
+        recipe = recipe.replace(seed=args.seed)
+    if args.oracle is not None:
+        try:
+            oracle = yaml.safe_load(args.oracle) if args.oracle.lstrip().startswith("{") else args.oracle
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--oracle {args.oracle!r} is not a name or a {{name: ..., option: value}} mapping "
+                              f"({' '.join(str(err).split())})", option="--oracle") from None
+        from mlpjax.active import make_oracle
+
+        try:
+            recipe = recipe.replace(oracle=make_oracle(oracle))
+        except ConfigError as err:
+            raise ConfigError(f"--oracle {args.oracle}: {err}", option="--oracle") from None
+    print(f"mlpjax data: {args.kind if args.kind != 'generate' else path}: {recipe.description or path}", flush=True)
+    result = generate(recipe, args.output, workers=args.workers, timeout_s=args.timeout, overwrite=args.overwrite,
+                      progress=not args.quiet, warn=False)
+    rep, comp = result.labelling, result.composition
+    print(f"wrote {comp.n_frames} labelled frames ({recipe.oracle.describe()}) to {args.output}: {rep.n_labelled} "
+          f"labelled now, {rep.n_skipped} already there" + (f", {len(rep.failures)} failed (see {rep.failures_path})"
+                                                           if rep.failures else ""))
+    print(f"composition ({composition_path(args.output)}):\n{comp.format()}")
+    for w in comp.warnings:
+        warnings.warn(w)
     return 0
 
 
@@ -897,15 +946,32 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--output", type=outdir, default="analysis", help="output directory (default ./analysis)")
     a.set_defaults(func=_cmd_analyze)
 
-    d = sub.add_parser("data", help="make a reference data set", description="Make a labelled data set (emt-cu: fcc Cu with ASE's EMT).")
-    d.add_argument("kind", choices=["emt-cu"])
-    d.add_argument("--output", type=outfile, required=True, help="extxyz file")
-    d.add_argument("--seed", type=_NONNEG_INT, default=0)
-    d.add_argument("--md-frames", type=_NONNEG_INT, default=30, help="frames per (temperature, cell size) MD run")
-    d.add_argument("--rattled", type=_NONNEG_INT, default=40)
-    d.add_argument("--strained", type=_NONNEG_INT, default=40)
-    d.add_argument("--liquid-frames", type=_NONNEG_INT, default=20,
-                   help="frames per liquid temperature (108-atom melt at 1,500 and 1,000 K); 0: no liquid")
+    from mlpjax.data.generate import recipes
+
+    d = sub.add_parser("data", help="make a reference data set (a recipe: structures, sampling, labelling)",
+                       description="Make a labelled data set from a recipe (mlpjax.data.generate): structures built with "
+                       "ase.build or read from files, sampled by displacements, MD on a temperature ladder, NEB, rattles, "
+                       "strains, vacancies and surfaces, labelled by an oracle (emt, pyscf, xtb, any ASE calculator) in "
+                       "worker processes, appended to OUT as they come (a killed run resumes: run the same command again), "
+                       "every frame tagged with config_type; prints and writes OUT.composition.json. "
+                       f"KIND: generate RECIPE.yaml, or a shipped recipe: {', '.join(recipes())} "
+                       "(emt-cu: the quickstart's fcc Cu with EMT, frames of mlpjax.data.emt.emt_cu).")
+    d.add_argument("kind", choices=["generate"] + recipes(), help="generate (with RECIPE) or a shipped recipe")
+    d.add_argument("recipe", nargs="?", type=infile, help="the YAML recipe of generate")
+    d.add_argument("--output", type=outfile, required=True, help="extxyz file (appended to; resumed when it exists)")
+    d.add_argument("--seed", type=_NONNEG_INT, help="random seed (default: the recipe's, 0 in the shipped ones)")
+    d.add_argument("--workers", type=_POS_INT, help="labelling worker processes (default: the recipe's, 1)")
+    d.add_argument("--timeout", type=_POS_FLOAT, help="seconds one structure may take to label; a hung one is killed and "
+                   "recorded as failed (default: the recipe's, none)")
+    d.add_argument("--oracle", type=key, help="label with this oracle instead of the recipe's: emt, xtb, pyscf, "
+                   "ase:MODULE:CLASS or a mapping such as '{name: pyscf, xc: pbe, basis: def2-svp}'")
+    d.add_argument("--overwrite", action="store_true", help="delete OUT (and its failures file) first instead of resuming")
+    d.add_argument("--quiet", action="store_true", help="no progress output")
+    d.add_argument("--md-frames", type=_NONNEG_INT, help="emt-cu: frames per (temperature, cell size) MD run (default 30)")
+    d.add_argument("--rattled", type=_NONNEG_INT, help="emt-cu: rattled cells (default 40)")
+    d.add_argument("--strained", type=_NONNEG_INT, help="emt-cu: strained cells (default 40)")
+    d.add_argument("--liquid-frames", type=_NONNEG_INT,
+                   help="emt-cu: frames per liquid temperature (108-atom melt at 1,750 and 1,000 K; default 20); 0: no liquid")
     d.set_defaults(func=_cmd_data)
     p.commands = dict(sub.choices)  # name → sub-parser (_Parser.parse_args reports unrecognised arguments there)
     return p
