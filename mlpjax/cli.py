@@ -358,6 +358,10 @@ def _cmd_train(args) -> int:
         source = source if args.init_from else load_init_model(cfg.init_from)
         given.update({k: _TRAIN_FLAGS[k] for k in ("model", "cutoff") if flags[k] is not None})
         cfg = resolve_init_from(cfg, source=source, given=given)
+        if cfg.freeze:  # a pattern that matches nothing: the error before any data is read
+            from mlpjax.training import frozen_labels
+
+            frozen_labels(source.params, cfg.freeze)
         print(f"mlpjax train: fine-tuning the {cfg.model} model {cfg.init_from} (its architecture, cutoff "
               f"{cfg.cutoff:g} Å and elements {', '.join(_symbols(source.species))}) at learning rate "
               f"{cfg.learning_rate:g}; reference energies "
@@ -435,7 +439,53 @@ def _cmd_evaluate(args) -> int:
     if args.parity:
         parity_plot(preds, configs, args.parity)
         print(f"wrote {args.parity}")
+    if args.uncertainty:
+        _evaluate_uncertainty(args, pot, configs, units)
     return 0
+
+
+def _uncertain_predictions(pot, configs, batch_size: int):
+    """Uncalibrated UncertainPrediction per structure from an ensemble or a GAP (else ConfigError)."""
+    from mlpjax.ensemble import is_ensemble
+
+    if is_ensemble(pot):
+        return pot.predict_uncertain(configs, batch_size=batch_size, calibrated=False)
+    if pot.model == "gap":
+        from mlpjax.models.gap import predict_uncertain
+
+        return predict_uncertain(pot, configs)
+    raise _config_error(f"--uncertainty needs an ensemble (mlpjax train --ensemble M) or a GAP model; {pot.model} "
+                        "model files have no uncertainty", "--uncertainty")
+
+
+def _evaluate_uncertainty(args, pot, configs, units) -> None:
+    """``evaluate --uncertainty DIR``: σ quality (Spearman, miscalibration area, NLL) and calibration.png.
+    Calibration: fitted on --calibrate DATA if given, else the model's stored factors (an ensemble's,
+    fitted on its validation set at training time), else fitted on DATA itself (flagged optimistic)."""
+    from mlpjax import data
+    from mlpjax.validate.uncertainty import Calibration, fit_calibration, write_uncertainty_report
+
+    preds = _uncertain_predictions(pot, configs, args.batch_size)
+    calibration, where = None, "fitted on the evaluated data itself (optimistic)"
+    if args.calibrate:
+        valid = data.read(args.calibrate, units=units, energy_key=args.energy_key, forces_key=args.forces_key,
+                          stress_key=args.stress_key)
+        calibration = fit_calibration(_uncertain_predictions(pot, valid, args.batch_size), valid)
+        where = f"fitted on {args.calibrate}"
+    elif tuple(getattr(pot, "calibration", (1.0, 1.0, 1.0))) != (1.0, 1.0, 1.0):
+        calibration = Calibration(*pot.calibration)
+        where = "stored in the model (fitted on its validation set)"
+    paths = write_uncertainty_report(preds, configs, args.uncertainty, calibration)
+    with open(paths["uncertainty_json"]) as f:
+        m = json.load(f)["metrics"]
+    keys = [k for k in m if "spearman" in k or "miscalibration" in k or "nll" in k or "factor" in k]
+    print(f"uncertainty ({len(configs)} structures; calibration {where}):")
+    width = max((len(k) for k in keys), default=0)
+    for k in keys:
+        v = m[k]
+        print(f"  {k:<{width}}  {v:.4g}" if isinstance(v, (int, float)) and v is not None else f"  {k:<{width}}  {v}")
+    for p in paths.values():
+        print(f"wrote {p}")
 
 
 # -------------------------------------------------------------------------- validate
@@ -521,7 +571,17 @@ def _cmd_md(args) -> int:
         friction_per_ps=args.friction,
         seed=args.seed,
         dtype="float64" if args.float64 else None,
+        max_force_std=args.max_force_std,
+        uncertainty_action="mark" if args.mark_uncertain else "stop",
     )
+    from mlpjax.ensemble import is_ensemble
+
+    if args.max_force_std is not None and not is_ensemble(pot):
+        raise _config_error(f"--max-force-std needs an ensemble model (mlpjax train --ensemble M); {args.model} is a "
+                            f"single {pot.model} model", "--max-force-std")
+    if args.mark_uncertain and args.max_force_std is None:
+        raise _config_error("--mark-uncertain marks frames above --max-force-std: give --max-force-std EV_PER_A",
+                            "--mark-uncertain")
     if args.replicas is not None or args.replica_temperatures is not None:
         return _md_replicas(args, pot, structure, cfg)
     print(
@@ -535,6 +595,7 @@ def _cmd_md(args) -> int:
     wall = time.perf_counter() - t0
     th = result.thermo
     n = len(structure)
+    _report_uncertainty([result.uncertainty] if result.uncertainty else None, cfg)
     if tuple(result.image_repeats) != (1, 1, 1):
         print("periodic images: the cell is narrower than 2 × (cutoff + skin); it was simulated exactly through a "
               f"{'×'.join(map(str, result.image_repeats))} supercell of its images (mlpjax.md.build_system)")
@@ -583,6 +644,21 @@ def _check_md_options(args) -> None:
                             "(each replica's ramp is scaled by its temperature / --temperature)", "--temperature")
 
 
+def _report_uncertainty(per_run, cfg) -> None:
+    """One line per run about the ensemble's force deviation (and the stop or marks of --max-force-std)."""
+    if not per_run:
+        return
+    for k, u in enumerate(per_run):
+        who = f"replica {k}: " if len(per_run) > 1 else ""
+        line = f"{who}largest per-atom force std {u['max_force_std']:.4f} eV/Å"
+        if u["stopped_step"] is not None:
+            line += (f"; stopped at step {u['stopped_step']} (above --max-force-std {cfg.max_force_std:g} eV/Å), "
+                     f"frame written to {u['frame_path']}")
+        elif u["flagged_steps"]:
+            line += f"; {len(u['flagged_steps'])} frame(s) above --max-force-std {cfg.max_force_std:g} eV/Å marked"
+        print(line)
+
+
 def _md_replicas(args, pot, structure, cfg) -> int:
     """``mlpjax md --replicas N``: N independent replicas in one vmapped run (mlpjax.replicas)."""
     import numpy as np
@@ -606,6 +682,7 @@ def _md_replicas(args, pot, structure, cfg) -> int:
                                restart_every=args.restart_every)
     wall = time.perf_counter() - t0
     n_atoms = len(structure)
+    _report_uncertainty(result.uncertainty, cfg)
     for k, th in enumerate(result.thermo):
         half = len(th["T_K"]) // 2
         line = (f"replica {k}: target {temps[k]:g} K, seed {seeds[k]}: <T> (second half) {th['T_K'][half:].mean():.1f} K, "
@@ -858,6 +935,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--units", type=_Units(), help="units of DATA (default: those the model was trained with)")
     e.add_argument("--batch-size", type=_POS_INT, default=16, help="structures per batch (default 16)")
     e.add_argument("--float64", action="store_true")
+    e.add_argument("--uncertainty", type=outdir, metavar="DIR",
+                   help="ensembles and GAP: write DIR/uncertainty.json (Spearman ρ of σ vs |error| per structure and per "
+                        "atom, miscalibration area, NLL, calibration factors) and DIR/calibration.png")
+    e.add_argument("--calibrate", type=infile, metavar="DATA",
+                   help="with --uncertainty: fit the σ calibration on this labelled (validation) file")
     label_keys(e)
     e.set_defaults(func=_cmd_evaluate)
 
@@ -918,6 +1000,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "before the suffix (nve, nvt, nvt_nh)")
     m.add_argument("--replica-temperatures", type=_NumberList(_NONNEG_FLOAT), metavar="T1,T2,...",
                    help="K, one per replica (comma list, as many as --replicas): several temperatures in one run")
+    m.add_argument("--max-force-std", type=_POS_FLOAT, metavar="EV_PER_A",
+                   help="ensembles: stop at the first record whose largest per-atom force std exceeds this (eV/Å), "
+                        "writing that frame (uncertain_frame.xyz); the std is logged every --log-every steps")
+    m.add_argument("--mark-uncertain", action="store_true",
+                   help="with --max-force-std: do not stop, mark frames above it (info uncertain=True)")
     m.add_argument("--float64", action="store_true")
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(func=_cmd_md)

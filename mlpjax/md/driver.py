@@ -562,6 +562,8 @@ def simulate(potential, atoms_or_configuration, config: MDConfig | None = None, 
                 restart_out=restart_out, restart_every=restart_every)
     return MDResult(atoms=out.atoms[0], positions=out.positions[0], velocities=out.velocities[0], forces=out.forces[0],
                     thermo=out.thermo[0], n_neighbor_reallocations=out.n_neighbor_reallocations,
-                    neighbor_capacity=out.neighbor_capacity, last_good_frame=out.atoms[0], steps_done=out.steps_done,
+                    neighbor_capacity=out.neighbor_capacity, last_good_frame=out.atoms[0],
+                    steps_done=out.steps_done if not (out.uncertainty and out.uncertainty[0]["stopped_step"] is not None)
+                    else out.uncertainty[0]["stopped_step"],
                     timings=out.timings, final_state=_take(out.final_state, 0), image_repeats=out.image_repeats,
                     uncertainty=out.uncertainty[0] if out.uncertainty else None)

@@ -199,6 +199,12 @@ def finalize(config: TrainConfig, potential: Potential, *, output_dir: str, trai
         "test_metrics": json_record(test_metrics) if test_metrics else None,
     }
     final = potential.replace(metadata=metadata)
+    if valid_set and hasattr(final, "with_calibration"):  # an ensemble: σ calibrated on the validation set
+        from mlpjax.validate.uncertainty import fit_calibration
+
+        c = fit_calibration(final.predict_uncertain(valid_set, calibrated=False), valid_set)
+        final = final.with_calibration(c.energy, c.forces, c.stress)
+        metadata["calibration"] = {"set": "valid", **c.as_dict()}
     model_path = os.path.join(output_dir, "model.mlpjax")
     final.save(model_path)
     paths = {
