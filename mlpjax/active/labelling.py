@@ -262,12 +262,14 @@ def _cut(path: str, offset: int, n_bytes: int, what: str) -> None:
 def _worker_entry(read_fd: int, write_fd: int) -> None:
     """A worker process (``python -c``): take the parent's sys.path and the oracle, build the oracle once
     to check it, say ready, then label structures until told to stop or the parent goes away."""
+    import signal
     import sys
 
     from multiprocessing.connection import Connection
 
     import ase
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops (and kills) us
     inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     try:
         sys_path, spec = inbox.recv()
