@@ -860,6 +860,23 @@ def _cmd_data(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ active
+def _cmd_active(args) -> int:
+    from mlpjax.active.config import load_active_config
+    from mlpjax.active.loop import default_output, run_active
+
+    cfg = load_active_config(args.config)
+    output = args.output or cfg.output or default_output(args.config)
+    print(f"mlpjax active: {args.config} -> {output} (resumes if the directory holds a run of this config)", flush=True)
+    res = run_active(cfg, output, progress=not args.quiet)
+    last = res.rows[-1] if res.rows else {}
+    mae = last.get("valid_force_mae_meV_A")
+    print(f"{res.stop_reason}: {len(res.rows)} models, {res.n_labels} labelled configurations"
+          + (f", validation force MAE {mae:.1f} meV/Å" if mae is not None else "")
+          + f"; model {res.model_path}; report {os.path.join(res.run_dir, 'report.csv')}")
+    return 0
+
+
 # ------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     """The ``mlpjax`` parser. Every option that takes a value has a checked ``type=`` or ``choices=``
@@ -869,7 +886,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mlpjax", description="Machine-learning interatomic potentials in JAX.")
     p.add_argument("--version", action="version", version=f"mlpjax {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                           help="train | evaluate | validate | md | analyze | data (mlpjax COMMAND --help)")
+                           help="train | evaluate | validate | md | analyze | data | active (mlpjax COMMAND --help)")
     infile, outfile, outdir, key = _InputFile(), _OutputFile(), _OutputDir(), _Text()
 
     def label_keys(sp):
@@ -1060,6 +1077,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--liquid-frames", type=_NONNEG_INT,
                    help="emt-cu: frames per liquid temperature (108-atom melt at 1,750 and 1,000 K; default 20); 0: no liquid")
     d.set_defaults(func=_cmd_data)
+
+    al = sub.add_parser("active", help="active learning: train an ensemble, explore with MD, label the uncertain, retrain",
+                        description="The active-learning loop of CONFIG (mlpjax.active.config: initial data, oracle, "
+                        "training, exploration conditions, trust window, stop criteria): train an ensemble, run MD under "
+                        "the conditions with the uncertainty check, select a diverse batch of uncertain frames, label it "
+                        "with the oracle, retrain warm-started, until the validation target or the label budget. Writes "
+                        "DIR/report.csv, report.json, learning_curve.png and model.mlpjax. Killed at any point, the same "
+                        "command continues where it stopped.")
+    al.add_argument("config", type=infile, help="YAML file mapping 1:1 onto mlpjax.active.ActiveConfig")
+    al.add_argument("--output", type=outdir, help="run directory (default: the config's output, else CONFIG-STEM_run)")
+    al.add_argument("--quiet", action="store_true", help="no progress lines")
+    al.set_defaults(func=_cmd_active)
     p.commands = dict(sub.choices)  # name → sub-parser (_Parser.parse_args reports unrecognised arguments there)
     return p
 
