@@ -165,40 +165,62 @@ def test_composition_thresholds():
 
 
 # ------------------------------------------------------------------------------ emt-cu
-def _same_frames_as_emt_cu(out, **kwargs):
-    from mlpjax.data.emt import emt_cu
+def _run_recording_emt_cu(monkeypatch, argv):
+    """``main(argv)`` with mlpjax.data.emt.emt_cu wrapped: (exit status, [(kwargs, the frames it returned)])."""
+    import mlpjax.data.emt as emt
 
-    ref = emt_cu(**kwargs)
+    calls, real = [], emt.emt_cu
+
+    def recording(**kwargs):
+        calls.append((kwargs, real(**kwargs)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(emt, "emt_cu", recording)
+    return main(argv), calls
+
+
+def _same_frames(out, ref):
+    """The file ``out`` holds the frames ``ref`` (emt_cu's Configurations): energies bit for bit, the atom
+    lines (positions, forces) byte for byte as write_extxyz writes them, stress and cell exactly."""
     got = data.read(out)
     assert len(got) == len(ref)
-    assert [c.energy for c in got] == [c.energy for c in ref]  # bit for bit
+    assert [c.energy for c in got] == [c.energy for c in ref]
     ref_file = out.parent / "ref.xyz"
     data.write_extxyz(ref_file, ref)
     body = lambda p: [ln for ln in p.read_text().splitlines() if not ln.startswith(("Lattice", "Properties"))]  # noqa: E731
-    assert body(out) == body(ref_file)  # positions and forces as written, byte for byte
+    assert body(out) == body(ref_file)
     for g, r in zip(got, ref):
         np.testing.assert_array_equal(g.stress, r.stress)
-        assert g.info["config_type"].split("_")[0] in r.source.replace("rattled", "rattle").replace("strained", "strain")
+        np.testing.assert_array_equal(g.cell, r.cell)
     return got
 
 
-def test_emt_cu_recipe_gives_the_frames_of_emt_cu(tmp_path, capsys):
+def test_emt_cu_recipe_gives_the_frames_of_emt_cu(tmp_path, monkeypatch, capsys):
+    """The flags reach emt_cu as before (seed, counts, no liquid when --liquid-frames 0), and the file holds
+    exactly the frames it returns, relabelled by the oracle (EMT in a worker) to the same bits."""
     out = tmp_path / "cu.xyz"
-    argv = ["data", "emt-cu", "--output", str(out), "--md-frames", "1", "--rattled", "2", "--strained", "2",
-            "--liquid-frames", "0", "--seed", "3", "--quiet"]
-    assert main(argv) == 0
-    assert "wrote 10 labelled frames (emt)" in capsys.readouterr().out
-    got = _same_frames_as_emt_cu(out, seed=3, md_frames_per_run=1, n_rattled=2, n_strained=2, liquid_frames_per_run=0,
-                                 liquid_temperatures_K=())
-    assert [c.info["config_type"] for c in got] == ["md_300K"] * 2 + ["md_500K"] * 2 + ["md_700K"] * 2 + ["rattle"] * 2 + ["strain"] * 2
+    code, calls = _run_recording_emt_cu(monkeypatch, [
+        "data", "emt-cu", "--output", str(out), "--md-frames", "1", "--rattled", "2", "--strained", "2",
+        "--liquid-frames", "0", "--seed", "3", "--quiet"])
+    assert code == 0 and "wrote 10 labelled frames (emt)" in capsys.readouterr().out
+    (kwargs, ref), = calls
+    assert kwargs == dict(seed=3, md_frames_per_run=1, n_rattled=2, n_strained=2, liquid_frames_per_run=0,
+                          liquid_temperatures_K=())
+    got = _same_frames(out, ref)
+    assert [c.info["config_type"] for c in got] == (["md_300K"] * 2 + ["md_500K"] * 2 + ["md_700K"] * 2
+                                                    + ["rattle"] * 2 + ["strain"] * 2)
+    assert [c.info["temperature_K"] for c in got[:6]] == [300.0] * 2 + [500.0] * 2 + [700.0] * 2
 
 
 @pytest.mark.slow
 def test_emt_cu_recipe_gives_the_frames_of_emt_cu_with_the_liquid(tmp_path):
+    """An independent emt_cu call with the liquid (about a minute)."""
+    from mlpjax.data.emt import emt_cu
+
     out = tmp_path / "cu.xyz"
     assert main(["data", "emt-cu", "--output", str(out), "--md-frames", "2", "--rattled", "3", "--strained", "3",
                  "--liquid-frames", "2", "--quiet", "--workers", "2"]) == 0
-    got = _same_frames_as_emt_cu(out, seed=0, md_frames_per_run=2, n_rattled=3, n_strained=3, liquid_frames_per_run=2)
+    got = _same_frames(out, emt_cu(seed=0, md_frames_per_run=2, n_rattled=3, n_strained=3, liquid_frames_per_run=2))
     assert [c.info["config_type"] for c in got[-4:]] == ["liquid_1750K"] * 2 + ["liquid_1000K"] * 2
 
 
