@@ -15,7 +15,7 @@ from ase.calculators.emt import EMT
 
 from mlpjax import data
 from mlpjax.cli import main
-from mlpjax.data.generate import (MAX_NEAR_EQUILIBRIUM_SHARE, CompositionWarning, composition, composition_path,
+from mlpjax.data.generate import (MAX_NEAR_EQUILIBRIUM_SHARE, composition, composition_path,
                                   generate, load_recipe, recipe_path, recipes, sample)
 
 SMALL = """\
