@@ -403,6 +403,21 @@ def train(
     if not all_input:
         raise ValueError("no training configurations")
 
+    # ---- fine-tuning: the model file's architecture (and ensemble size) wins; resolved before a resume
+    # compares this config with the checkpoint's
+    source = None
+    if config.init_from is not None:
+        from mlpjax.training.prepare import load_init_model, resolve_init_from
+
+        source = load_init_model(config.init_from)
+        config = resolve_init_from(config, source=source)
+        if is_ensemble(source):
+            if int(config.ensemble_size) > 1 and int(config.ensemble_size) != source.n_members:
+                raise ConfigError(f"ensemble_size {config.ensemble_size} differs from the {source.n_members} members of "
+                                  f"{config.init_from}; leave ensemble_size out or set it to {source.n_members}",
+                                  option="ensemble_size")
+            config = config.replace(ensemble_size=source.n_members, ensemble_kind=source.kind)
+
     # ---- restore (before the split: the checkpoint's split wins)
     ck = None
     if resume:
@@ -427,12 +442,9 @@ def train(
         warnings.warn("no validation set (valid_fraction=0 and no valid_configs): monitoring the training set", stacklevel=2)
 
     # ---- potential and graphs
-    source = None
-    if config.init_from is not None:  # fine-tuning: the model file's architecture and species table win
-        from mlpjax.training.prepare import check_representable, load_init_model, resolve_init_from
+    if source is not None:  # fine-tuning: the model file's architecture and species table win
+        from mlpjax.training.prepare import check_representable
 
-        source = load_init_model(config.init_from)
-        config = resolve_init_from(config, source=source)
         check_representable(source, config.init_from, train_set, valid_set, test_set)
         species = source.species  # the model's species indices, even where the new data have fewer elements
     else:
@@ -446,12 +458,7 @@ def train(
         potential = prepare_potential(config, train_set, graphs=train_graphs, species=species, source=source)
     members = int(config.ensemble_size)  # > 1: an ensemble (mlpjax.ensemble), trained in one vmapped step
     if is_ensemble(potential):  # resumed, or fine-tuned from an ensemble's file (active learning's warm start)
-        if members > 1 and members != potential.n_members:
-            raise ConfigError(f"ensemble_size {members} differs from the {potential.n_members} members of "
-                              f"{config.init_from or 'the checkpoint'}; leave ensemble_size out or set it to "
-                              f"{potential.n_members}", option="ensemble_size")
         members = potential.n_members
-        config = config.replace(ensemble_size=members, ensemble_kind=potential.kind)
     if members > 1 and not is_ensemble(potential):
         potential = ensemble_from_potential(potential, members, kind=config.ensemble_kind, seed=int(config.seed),
                                             graphs=train_graphs)
