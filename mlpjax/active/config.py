@@ -39,8 +39,7 @@ import dataclasses
 import math
 import numbers
 import os
-from typing import Any
-
+from mlpjax.active.oracle import OracleSpec, make_oracle
 from mlpjax.config import ConfigError, TrainConfig, suggest
 
 MD_ENSEMBLES = ("nvt", "nvt_nh", "npt")
@@ -110,7 +109,7 @@ class ActiveConfig:
     retrain: dict = dataclasses.field(default_factory=dict)  # TrainConfig overrides for iterations >= 1
     validation_data: str | None = None  # labelled file: the force-MAE target and the report (never trained on)
     test_data: str | None = None  # labelled file: reported only
-    oracle: Any = "emt"  # anything mlpjax.active.make_oracle takes (a name or a {name: ..., option: ...} mapping)
+    oracle: OracleSpec = OracleSpec()  # YAML: anything mlpjax.active.make_oracle takes (emt, {name: pyscf, xc: pbe}, ...)
     select: SelectConfig = SelectConfig()
     label: LabelConfig = LabelConfig()
     stop: StopConfig = StopConfig()
@@ -133,10 +132,8 @@ class ActiveConfig:
         d["train"]["freeze"] = list(self.train.freeze)
         for name in ("explore", "select", "label", "stop"):
             d[name] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(d[name]).items()}
-        d["retrain"] = dict(self.retrain)
-        from mlpjax.active.oracle import make_oracle
-
-        d["oracle"] = make_oracle(self.oracle).to_dict()
+        d["retrain"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.retrain.items()}
+        d["oracle"] = self.oracle.to_dict()
         return d
 
 
@@ -268,12 +265,6 @@ def _validate(cfg: ActiveConfig) -> None:
         bad = [k for k in cfg.retrain if k not in {f.name for f in dataclasses.fields(TrainConfig)}]
         raise ConfigError(f"unknown training option {bad[0]!r} in retrain{suggest(bad[0], TrainConfig.__dataclass_fields__)}",
                           option=f"retrain.{bad[0]}") from None
-    from mlpjax.active.oracle import make_oracle
-
-    try:
-        make_oracle(cfg.oracle)
-    except ConfigError as err:
-        raise ConfigError(f"oracle: {err}", option="oracle") from None
 
 
 def _train_config(values, base_dir: str, lines: dict, source: str | None) -> TrainConfig:
@@ -321,8 +312,11 @@ def config_from_dict(values: dict | None, *, source: str | None = None, base_dir
         if not isinstance(retrain, dict):
             raise ConfigError(f"retrain must be a mapping of training options, got {_fmt(retrain)}", option="retrain")
         kw["retrain"] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in retrain.items()}
-        if "oracle" in values:
-            kw["oracle"] = values["oracle"] if values["oracle"] is not None else "emt"
+        if values.get("oracle") is not None:
+            try:
+                kw["oracle"] = make_oracle(values["oracle"])
+            except ConfigError as err:
+                raise ConfigError(f"oracle: {err}", option="oracle") from None
         if values.get("output") is not None:
             if not isinstance(values["output"], str) or not values["output"]:
                 raise ConfigError(f"output must be a directory path, got {_fmt(values['output'])}", option="output")

@@ -358,8 +358,10 @@ def _explore_run(config, pot, k, run, name, atoms, pressure, run_dir) -> dict:
     os.makedirs(d)
     blowups = []
     try:
-        simulate_replicas(pot, atoms, _md_config(config, pressure, seeds[0]), temperatures_K=temps, seeds=seeds,
-                          trajectory_dir=d, log_dir=d, progress=False)
+        with warnings.catch_warnings():  # jax-md's neighbour list scatters int64 into int32 under x64 (its own, harmless)
+            warnings.filterwarnings("ignore", message="scatter inputs have incompatible types", category=FutureWarning)
+            simulate_replicas(pot, atoms, _md_config(config, pressure, seeds[0]), temperatures_K=temps, seeds=seeds,
+                              trajectory_dir=d, log_dir=d, progress=False)
     except MDInstabilityError as err:  # the frames before the blow-up are on disk
         blowups.append({"replica": getattr(err, "replica", None), "step": int(err.step), "reason": err.reason})
     frames, sigmas = [], []
@@ -460,7 +462,7 @@ def _label(config, run_dir, k, progress) -> dict:
     selected = _read_frames(os.path.join(_iter_dir(run_dir, k), "selected.xyz"))
     for a in selected:
         a.arrays.pop("forces_std", None)
-    _say(progress, f"iteration {k}: labelling {len(selected)} structures with {config.to_dict()['oracle']['name']}")
+    _say(progress, f"iteration {k}: labelling {len(selected)} structures with {config.oracle.describe()}")
     rep = label(selected, config.oracle, _labels_path(run_dir, k), workers=config.label.workers,
                 timeout_s=config.label.timeout_s, progress=False)
     n_new = rep.n_structures - len(rep.failures)
