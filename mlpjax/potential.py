@@ -470,6 +470,26 @@ class Potential:
         )
 
 
+def parameter_paths(params) -> list[str]:
+    """The "/"-joined path of every leaf of a parameter pytree, in tree order, e.g.
+    ``params/embedding/embedding``, ``params/readout_0/kernel`` (what ``freeze`` patterns match;
+    ``mlpjax train --init-from MODEL --list-params`` prints them with their shapes; shallow-ensemble heads
+    are named by them)."""
+    return [_path_str(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+
+def _path_str(path) -> str:
+    names = []
+    for k in path:  # DictKey .key, GetAttrKey .name, SequenceKey .idx, FlattenedIndexKey .key
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                names.append(str(getattr(k, attr)))
+                break
+        else:
+            names.append(str(k))
+    return "/".join(names)
+
+
 def cast_floats(tree, dtype):
     """``tree`` with every floating-point leaf as a ``dtype`` array, integer leaves untouched
     (parameters or PotentialParams to a training/MD precision; jax-md states, whose Nosé–Hoover

@@ -29,21 +29,9 @@ from typing import Any, Callable, ClassVar
 import jax
 import jax.numpy as jnp
 
-from mlpjax.potential import PotentialDef, PotentialParams
+from mlpjax.potential import PotentialDef, PotentialParams, parameter_paths
 
 KINDS = ("full", "shallow")
-
-
-def parameter_paths(tree) -> list[str]:
-    """"/"-joined key paths of the leaves of a parameter pytree, in leaf order
-    (e.g. ``"params/readout_1/kernel"``)."""
-    out = []
-    for path, _ in jax.tree_util.tree_leaves_with_path(tree):
-        parts = []
-        for k in path:
-            parts.append(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))))
-        out.append("/".join(parts))
-    return out
 
 
 def head_paths(params) -> tuple[str, ...]:

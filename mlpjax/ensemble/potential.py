@@ -190,7 +190,7 @@ def from_potential(potential: Potential, members: int, *, kind: str = "full", se
 
 def _centred_heads(member_params: list, heads: tuple) -> list:
     """Member trees whose head leaves are head₀ + (headₘ − mean over m of headₘ)."""
-    from mlpjax.ensemble.definition import parameter_paths
+    from mlpjax.potential import parameter_paths
 
     stacked = set(heads)
     paths = parameter_paths(member_params[0])

@@ -31,7 +31,7 @@ import optax
 from mlpjax.cache import compiled
 from mlpjax.config import TrainConfig
 from mlpjax.graph import GraphBatch
-from mlpjax.potential import Potential, PotentialDef, PotentialParams
+from mlpjax.potential import Potential, PotentialDef, PotentialParams, parameter_paths
 from mlpjax.training.loss import error_sums, loss_from_sums, nll_loss
 
 
@@ -158,25 +158,6 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
     return StepSettings.from_config(config, steps_per_epoch).make_optimizer()
 
 
-def parameter_paths(params) -> list[str]:
-    """The "/"-joined path of every leaf of a parameter pytree, in tree order, e.g.
-    ``params/embedding/embedding``, ``params/readout_0/kernel`` (what ``freeze`` patterns match;
-    ``mlpjax train --init-from MODEL --list-params`` prints them with their shapes)."""
-    return [_path_str(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-
-
-def _path_str(path) -> str:
-    names = []
-    for k in path:  # DictKey .key, GetAttrKey .name, SequenceKey .idx, FlattenedIndexKey .key
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                names.append(str(getattr(k, attr)))
-                break
-        else:
-            names.append(str(k))
-    return "/".join(names)
-
-
 def frozen_labels(params, patterns) -> Any:
     """``"frozen"`` on the leaves whose path (:func:`parameter_paths`) matches one of ``patterns``
     (``fnmatch.fnmatchcase``: ``*`` also crosses ``/``), ``"train"`` elsewhere (the labels of
@@ -190,7 +171,7 @@ def frozen_labels(params, patterns) -> Any:
     from mlpjax.config import ConfigError
 
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    paths = [_path_str(p) for p, _ in leaves]
+    paths = parameter_paths(params)
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(path, pattern) for path in paths):
             close = difflib.get_close_matches(pattern, paths, n=3, cutoff=0.3)
