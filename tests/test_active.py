@@ -138,6 +138,20 @@ def test_config_maps_onto_dataclasses(inputs):
     assert config_from_dict(cfg.to_dict(), base_dir=str(inputs)) == cfg  # to_dict round-trips
 
 
+def test_exploration_md_settings(inputs):
+    from mlpjax.active.loop import md_config
+
+    cfg = config_from_dict(_values(explore={"structures": ["bulk.xyz"], "temperatures_K": [400, 800], "ensemble": "npt",
+                                            "pressures_GPa": [0, 2.5], "ramp_factor": 1.5, "steps": 100,
+                                            "sample_every": 5}), base_dir=str(inputs))
+    md = md_config(cfg, 2.5, seed=7)
+    assert (md.ensemble, md.temperature_K, md.temperature_final_K, md.pressure_GPa) == ("npt", 400.0, 600.0, 2.5)
+    assert (md.steps, md.log_every, md.traj_every, md.seed) == (100, 5, 5, 7)
+    assert (md.max_force_std, md.uncertainty_action) == (50.0, "stop")  # the replica stops above sigma_hi
+    with pytest.raises(ConfigError, match="pressures_GPa needs explore.ensemble: npt"):
+        config_from_dict(_values(explore={"structures": ["bulk.xyz"], "pressures_GPa": [1.0]}), base_dir=str(inputs))
+
+
 @pytest.mark.parametrize("edit, needles", [
     (lambda t: t.replace("steps: 60", "stepz: 60"), ["line 9", "unknown explore option 'stepz'", "did you mean 'steps'"]),
     (lambda t: t.replace("steps: 60", "steps: -5"), ["line 9", "explore.steps must be an integer >= 1, got -5"]),

@@ -331,7 +331,11 @@ def _seeds(config: ActiveConfig, k: int, run: int, n: int) -> list[int]:
     return [base + i for i in range(n)]
 
 
-def _md_config(config: ActiveConfig, pressure: float, seed: int):
+def md_config(config: ActiveConfig, pressure: float = 0.0, seed: int = 0):
+    """The :class:`mlpjax.md.MDConfig` of one exploration batch at ``pressure`` [GPa] (npt): the
+    first temperature as replica 0's (the others are :func:`mlpjax.md.simulate_replicas`'s
+    ``temperatures_K``; a ramp to ``ramp_factor`` × T scales with each), a frame every
+    ``sample_every`` steps, and the uncertainty stop at ``select.sigma_hi`` eV/Å."""
     from mlpjax.md import MDConfig
 
     e = config.explore
@@ -360,7 +364,7 @@ def _explore_run(config, pot, k, run, name, atoms, pressure, run_dir) -> dict:
     try:
         with warnings.catch_warnings():  # jax-md's neighbour list scatters int64 into int32 under x64 (its own, harmless)
             warnings.filterwarnings("ignore", message="scatter inputs have incompatible types", category=FutureWarning)
-            simulate_replicas(pot, atoms, _md_config(config, pressure, seeds[0]), temperatures_K=temps, seeds=seeds,
+            simulate_replicas(pot, atoms, md_config(config, pressure, seeds[0]), temperatures_K=temps, seeds=seeds,
                               trajectory_dir=d, log_dir=d, progress=False)
     except MDInstabilityError as err:  # the frames before the blow-up are on disk
         blowups.append({"replica": getattr(err, "replica", None), "step": int(err.step), "reason": err.reason})
