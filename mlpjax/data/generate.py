@@ -308,7 +308,7 @@ class EmtCu:
     quickstart's published numbers were measured on.
 
     Why not the generic sources: emt_cu draws every source from ONE random stream, converts its
-    2 fs timestep with ``ase.units.fs`` (CODATA 2014) and gives its Langevin friction (0.02) in
+    2 fs timestep with ASE's own femtosecond (its units module, CODATA 2014) and gives its Langevin friction (0.02) in
     ASE's inverse time unit. The generic ``md`` source converts fs and 1/ps with
     :mod:`mlpjax.units` (CODATA 2018, the one set of constants), which changes the timestep by
     ~4e-9 relative — enough for chaotic MD to give other frames after a few hundred steps. So this
