@@ -87,8 +87,9 @@ def test_file_calculator_and_jaxmd_mean(single, configs, tmp_path):
     disp, _ = space.free()
     R = jnp.asarray(np.array([[0.0, 0, 0], [2.5, 0, 0], [0, 2.4, 0.3]]))
     nbr = back.neighbor_fn(disp, 10.0, disable_cell_list=True).allocate(R)
-    e_mean = back.energy_fn(disp)(R, neighbor=nbr)
-    e_members = [back.member(m).energy_fn(disp)(R, neighbor=nbr) for m in range(3)]
+    e_mean = jax.jit(back.energy_fn(disp))(R, neighbor=nbr)
+    member_energy = jax.jit(back.definition.member.energy_fn_of_params(disp))  # one compilation for all members
+    e_members = [member_energy(back.definition.unstack(back.variables, m), R, neighbor=nbr) for m in range(3)]
     np.testing.assert_allclose(e_mean, np.mean(e_members), rtol=1e-5)
 
 
@@ -127,7 +128,7 @@ def trained(tmp_path_factory):
     data = emt_cu(temperatures_K=(300.0, 500.0, 700.0), repeats=(2,), md_frames_per_run=8, n_rattled=6, n_strained=4,
                   liquid_temperatures_K=(), seed=7)
     cfg = TrainConfig(model="schnet", model_config={"features": 16, "interactions": 2, "num_rbf": 8}, cutoff=3.0,
-                      epochs=20, batch_size=4, learning_rate=5e-3, ensemble_size=3, bootstrap=True)
+                      epochs=14, batch_size=4, learning_rate=5e-3, ensemble_size=3, bootstrap=True)
     out = tmp_path_factory.mktemp("ens")
     return train(cfg, data, output_dir=out, progress=False), data
 
@@ -154,7 +155,7 @@ def test_md_uncertainty_stop_on_a_heating_ramp(trained, tmp_path):
     ens = load(res.paths["model"])
     in_dist = max(u.max_force_std for u in ens.predict_uncertain(data))  # calibrated, on the training data
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)  # 7.22 Å: cutoff + skin = 3.5 Å fits, no image supercell
-    cfg = MDConfig(ensemble="nvt", temperature_K=300.0, temperature_final_K=3000.0, steps=1500, timestep_fs=2.0,
+    cfg = MDConfig(ensemble="nvt", temperature_K=300.0, temperature_final_K=3000.0, steps=1000, timestep_fs=2.0,
                    log_every=20, traj_every=100, friction_per_ps=20.0, max_force_std=2.0 * in_dist)
     out = simulate(ens, atoms, cfg, trajectory=tmp_path / "ramp.xyz", progress=False)
     u = out.uncertainty
