@@ -391,6 +391,18 @@ def _energy_novelty(pot, graphs, batch_size: int) -> np.ndarray:
     return var_n
 
 
+@compiled(maxsize=4)
+def _energy_and_alpha_jacobian_fn(definition, alpha_shape: tuple):
+    """``jit((variables, alpha_flat, batch) -> (E [G] eV, ∂E/∂α [G, S·M]))``, compiled once per GAP
+    architecture (the parameters are an argument: a new call compiles nothing)."""
+    def energies(variables, alpha_flat, batch):
+        params = variables.params
+        p = {**params, "params": {**params["params"], "alpha": alpha_flat.reshape(alpha_shape)}}
+        return definition.predict(variables._replace(params=p), batch, compute_stress=False).energy
+
+    return jax.jit(lambda v, a, b: (energies(v, a, b), jax.jacrev(energies, argnums=1)(v, a, b)))
+
+
 def predict_with_std(pot, configs: Sequence[_data.Configuration], *, batch_size: int = 8) -> dict:
     """Energies and their predictive standard deviation for a fitted GAP potential.
 
@@ -409,15 +421,12 @@ def predict_with_std(pot, configs: Sequence[_data.Configuration], *, batch_size:
     s_count, m = np.asarray(params["gap"]["sparse_mask"]).shape
     graphs = to_graphs(list(configs), pot.species, pot.cutoff)
 
-    def energies(alpha_flat, batch):
-        p = {**params, "params": {**params["params"], "alpha": alpha_flat.reshape(s_count, m)}}
-        return pot.predict(p, batch, compute_stress=False).energy
-
-    grad_e = jax.jit(lambda a, b: (energies(a, b), jax.jacrev(energies)(a, b)))
+    grad_e = _energy_and_alpha_jacobian_fn(pot.definition, (s_count, m))
+    variables = pot.variables
     out_e, var_w = [], []
     budget = make_budget(graphs, batch_size)
     for batch in batches(graphs, budget):
-        e, phi = grad_e(jnp.asarray(params["params"]["alpha"]).reshape(-1), batch)
+        e, phi = grad_e(variables, jnp.asarray(params["params"]["alpha"]).reshape(-1), batch)
         g = batch.graph_mask
         phi = np.asarray(phi)[g]
         v = scipy.linalg.solve_triangular(chol, phi.T, lower=True)  # L⁻¹ φ
