@@ -305,9 +305,10 @@ def config_from_dict(values: dict | None, *, source: str | None = None) -> Train
     return _from_dict(dict(values or {}), source=source, lines={})
 
 
-def _key_lines(node, prefix: str = "", out: dict | None = None, source: str = "") -> dict:
-    """1-based line of every mapping key of a composed YAML node, dotted for nested keys;
-    a key given twice is a ConfigError (PyYAML would silently keep the last)."""
+def yaml_key_lines(node, prefix: str = "", out: dict | None = None, source: str = "") -> dict:
+    """1-based line of every mapping key and sequence item of a composed YAML node (dotted paths, list
+    items by index: ``sources.2.md.count``); a key given twice is a ConfigError (PyYAML would
+    silently keep the last)."""
     import yaml
 
     out = {} if out is None else out
@@ -321,16 +322,19 @@ def _key_lines(node, prefix: str = "", out: dict | None = None, source: str = ""
                 raise ConfigError(f"{source} line {line}: {key!r} is given twice (first on line {out[key]})",
                                   option=key, source=source, line=line)
             out[key] = line
-            _key_lines(value_node, key + ".", out, source)
+            yaml_key_lines(value_node, key + ".", out, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[f"{prefix}{i}"] = item.start_mark.line + 1
+            yaml_key_lines(item, f"{prefix}{i}.", out, source)
     return out
 
 
-def load_config(path: str | os.PathLike) -> TrainConfig:
-    """Read a YAML training config.
-
-    Unknown keys, duplicate keys and bad values raise :class:`ConfigError` naming the key,
-    the file and the key's line, e.g. ``train.yaml line 3: cutoff must be > 0 (Å), got -2``.
-    """
+def read_yaml(path: str | os.PathLike) -> tuple:
+    """``(values, lines)`` of a YAML file: the parsed document (None when empty) and
+    :func:`yaml_key_lines` of it. Invalid YAML is a one-line :class:`ConfigError`
+    ``FILE line L column C: not valid YAML: ...``. Shared by every YAML reader of mlpjax
+    (training configs, data recipes, active-learning configs)."""
     import yaml
 
     path = os.fspath(path)
@@ -348,12 +352,23 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
                           line=mark.line + 1 if mark is not None else None) from err
     finally:
         loader.dispose()
+    return values, (yaml_key_lines(node, source=path) if node is not None else {})
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """Read a YAML training config.
+
+    Unknown keys, duplicate keys and bad values raise :class:`ConfigError` naming the key,
+    the file and the key's line, e.g. ``train.yaml line 3: cutoff must be > 0 (Å), got -2``.
+    """
+    path = os.fspath(path)
+    values, lines = read_yaml(path)
     if values is None:
         values = {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path} must contain a mapping of training options (key: value lines), got {type(values).__name__}",
                           source=path)
-    return _from_dict(values, source=path, lines=_key_lines(node, source=path))
+    return _from_dict(values, source=path, lines=lines)
 
 
 def dump_config(cfg: TrainConfig, path: str | os.PathLike) -> None:

@@ -40,7 +40,7 @@ import math
 import numbers
 import os
 from mlpjax.active.oracle import OracleSpec, make_oracle
-from mlpjax.config import ConfigError, TrainConfig, suggest
+from mlpjax.config import ConfigError, TrainConfig, read_yaml, suggest
 
 MD_ENSEMBLES = ("nvt", "nvt_nh", "npt")
 
@@ -343,44 +343,11 @@ def _line(lines: dict, option: str | None) -> int | None:
     return None
 
 
-def _key_lines(node, prefix: str, out: dict, source: str) -> dict:
-    """1-based line of every mapping key of a composed YAML node (dotted); a repeated key is an error."""
-    import yaml
-
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                continue
-            key = prefix + key_node.value
-            line = key_node.start_mark.line + 1
-            if key in out:
-                raise ConfigError(f"{source} line {line}: {key!r} is given twice (first on line {out[key]})",
-                                  option=key, source=source, line=line)
-            out[key] = line
-            _key_lines(value_node, key + ".", out, source)
-    return out
-
-
 def load_active_config(path) -> ActiveConfig:
     """Read an active-learning YAML file (see the module docstring); one-line :class:`ConfigError`
     ``FILE line N: ...`` for invalid YAML, unknown keys, bad values and missing files."""
-    import yaml
-
     path = os.fspath(path)
-    with open(path) as f:
-        text = f.read()
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        values = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path} line {mark.line + 1}" if mark is not None else path
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(problem).split())}", source=path) from None
-    finally:
-        loader.dispose()
+    values, lines = read_yaml(path)
     if not isinstance(values, dict):
         raise ConfigError(f"{path} must contain a mapping of active-learning options (key: value lines)", source=path)
-    lines = _key_lines(node, "", {}, path)
     return config_from_dict(values, source=path, base_dir=os.path.dirname(os.path.abspath(path)), lines=lines)

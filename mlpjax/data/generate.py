@@ -84,7 +84,7 @@ from typing import Any
 
 import numpy as np
 
-from mlpjax.config import ConfigError, suggest
+from mlpjax.config import ConfigError, read_yaml, suggest
 
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
 MAX_NEAR_EQUILIBRIUM_SHARE = 0.4  # warn above this share of near-equilibrium frames
@@ -520,30 +520,6 @@ def _kind_name(src) -> str:
     return next(k for k, cls in SOURCES.items() if isinstance(src, cls))
 
 
-def _yaml_lines(node, prefix: str = "", out: dict | None = None, source: str = "") -> dict:
-    """1-based line of every mapping key and sequence item of a composed YAML node (dotted paths with
-    list indices: ``sources.2.md.count``); a key given twice is a ConfigError."""
-    import yaml
-
-    out = {} if out is None else out
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                continue
-            key = prefix + key_node.value
-            line = key_node.start_mark.line + 1
-            if key in out:
-                raise ConfigError(f"{source} line {line}: {key!r} is given twice (first on line {out[key]})",
-                                  option=key, source=source, line=line)
-            out[key] = line
-            _yaml_lines(value_node, key + ".", out, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            out[f"{prefix}{i}"] = item.start_mark.line + 1
-            _yaml_lines(item, f"{prefix}{i}.", out, source)
-    return out
-
-
 def _line_of(lines: dict, path: str) -> int | None:
     while path:
         if path in lines:
@@ -679,27 +655,12 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     """Read a YAML recipe. Unknown keys, duplicate keys, bad values, unknown elements and missing files
     raise :class:`mlpjax.config.ConfigError` naming the file, line and key, e.g.
     ``cu.yaml line 9: sources[1] (md): stride must be >= 1, got 0``."""
-    import yaml
-
     path = os.fspath(path)
-    with open(path) as f:
-        text = f.read()
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        values = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path} line {mark.line + 1} column {mark.column + 1}" if mark is not None else path
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(problem).split())}", source=path,
-                          line=mark.line + 1 if mark is not None else None) from err
-    finally:
-        loader.dispose()
+    values, lines = read_yaml(path)
     if values is not None and not isinstance(values, dict):
         raise ConfigError(f"{path} must contain a recipe mapping (structures:, sources:, ...), got {type(values).__name__}",
                           source=path)
-    return recipe_from_dict(values, source=path, lines=_yaml_lines(node, source=path) if node is not None else {})
+    return recipe_from_dict(values, source=path, lines=lines)
 
 
 def recipes() -> list[str]:
