@@ -12,6 +12,8 @@ Every model has
   Sized for small molecules: the triplet/angular capacities (``max_neighbors``) of DimeNet++,
   BPNN and ANI hold 12 neighbours within the cutoff, so dense systems need a larger
   ``max_neighbors`` (an overflow makes the energy NaN and training stops, never a silent drop).
+  The classical pair potentials (``morse``, ``lj``: a few parameters per species pair, no size
+  to choose) have only ``default``.
 
 and MACE and NequIP also
 
@@ -126,6 +128,8 @@ _DEFAULT_SUMMARY = {
     "bpnn": "mlpjax's own (RuNNer/n2p2 have no defaults): ACSF grid, 64-64 tanh",
     "ani": "TorchANI ANI-1x: AEV 5.2 / 3.5 Å, 160-128-96 CELU(0.1)",
     "gap": "SOAP 8/4, σ 0.5 Å, ζ 4, 500 sparse points per element (QUIP has no defaults)",
+    "morse": "Morse pair potential, Girifalco-Weizer Cu (D 0.3429 eV, α 1.3588 1/Å, r0 2.866 Å) for every pair",
+    "lj": "Lennard-Jones pair potential, Halicioglu-Pound Cu (ε 0.4093 eV, σ 2.338 Å) for every pair",
 }
 
 

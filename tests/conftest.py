@@ -74,6 +74,11 @@ TINY_CONFIGS: dict[str, dict] = {
     "ani": {"hidden": [8], "n_radial_shifts": 4, "n_angular_shifts": 2, "n_sections": 2,
             "angular_zeta": 8.0, "radial_eta": 4.0, "max_neighbors": 24},
     "gap": {"n_max": 2, "l_max": 2, "sigma": 0.5, "n_sparse": 6, "zeta": 2},
+    # pair potentials: one value for every species pair, so minima (r0, 2^(1/6) σ) between ethanol's
+    # bonds (1-1.5 Å) and Cu's first shell (2.55 Å) keep both structures' forces O(0.1-10) eV/Å (the
+    # Cu defaults would give ~1e2 eV/Å (Morse) and ~1e6 eV/Å (LJ) in ethanol); both reach the cutoff
+    "morse": {"D_eV": 0.5, "alpha_per_A": 1.2, "r0_A": 1.8, "switch_width_A": 1.0},
+    "lj": {"epsilon_eV": 2.0, "sigma_A": 0.9, "switch_width_A": 0.75},
 }
 # Freshly initialised networks are nearly geometry-independent (forces ~1e-3 eV/Å),
 # which would make symmetry tests weak; their parameters are multiplied by this

@@ -10,6 +10,11 @@ with ``vectors`` [n_edges, 3] Å (R[sender] - R[receiver] + shift), ``species``
 :class:`mlpjax.potential.Potential` turns into eV (scale, shift, E0). Forces and
 stress are never computed by a model: they come from the single ``jax.grad`` in
 :func:`mlpjax.potential.compute_properties`.
+
+The classical pair potentials "morse" and "lj" (:mod:`mlpjax.models.pair`) obey the same
+contract with outputs in eV and physically named per-species-pair parameters;
+:func:`mlpjax.models.pair.pair_potential` builds one as a physical potential (energy scale 1,
+shift 0, reference energies 0), whose energy is the pair sum.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
     "bpnn": ("mlpjax.models.bpnn", "BPNN", "BPNNConfig"),
     "ani": ("mlpjax.models.ani", "ANI", "ANIConfig"),
     "gap": ("mlpjax.models.gap", "GAP", "GAPConfig"),
+    "morse": ("mlpjax.models.pair", "Morse", "MorseConfig"),
+    "lj": ("mlpjax.models.pair", "LennardJones", "LJConfig"),
 }
 
 
