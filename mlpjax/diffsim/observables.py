@@ -9,7 +9,8 @@ Frames from elsewhere (an ASE trajectory of the same cell) convert with ``system
 * :func:`rdf` — radial distribution function g(r) [B] on bin centres r [B] Å with a Gaussian
   kernel of width ``width`` Å instead of hard bins, so g is a smooth (differentiable) function of
   the positions: g(r) = V / (N (N − 1)) · Σ_{i≠j} K_σ(r − r_ij) / (4π r²), K_σ a normalised
-  Gaussian. Minimum-image distances (r_max must be below half the cell's shortest perpendicular
+  Gaussian (normalised with the N − 1 other atoms, so an ideal gas has g = 1 and the coordination
+  number is ∫ 4π r² (N − 1)/V g dr). Minimum-image distances (r_max must be below half the cell's shortest perpendicular
   width; checked). All pairs per frame (O(N²), fine for the few hundred atoms diffsim runs) and
   one frame at a time (``lax.map`` + ``jax.checkpoint``), so memory is O(N² · B) not O(T · N² · B).
 * :func:`mean_potential_energy` — ⟨E_pot⟩ / N [eV/atom] from records.

@@ -16,7 +16,9 @@ function of the records (every ``record_every`` steps: ``epot``, ``ekin``, ``pos
 reverse-mode AD through every step: through the forces (hence second derivatives of the model),
 the thermostat (Langevin noise is a fixed function of the seed, so the gradient is that of this
 noise realisation), and the initial state (:meth:`DiffTrajectory.value_and_grad` with
-``wrt="state"``).
+``wrt="state"``; for periodic cells the positions are fractional, but, as everywhere in jax-md's
+``periodic_general`` space, their gradient is the Cartesian one: d value / d r [per Å], in the
+simulation frame — the derivative with respect to the fractional coordinate s is cell · that).
 
 **Memory.** Each engine step is rematerialised (``jax.checkpoint`` in the engine), and with
 ``checkpoint=True`` (default) so is each chunk: the backward pass keeps the state at chunk
@@ -60,7 +62,7 @@ import numpy as np
 
 from mlpjax.md.config import MDConfig, Targets
 from mlpjax.md.engine import Engine, engine
-from mlpjax.md.system import MDSystem, as_atoms, build_system, grow_neighbor_list, needs_reallocation, stack_neighbor_lists
+from mlpjax.md.system import MDSystem, as_atoms, build_system, grow_neighbor_list, stack_neighbor_lists
 
 __all__ = ["DiffTrajectory", "Start", "trajectory", "gradient_norm_vs_horizon"]
 
@@ -86,6 +88,7 @@ class DiffTrajectory:
     truncate_every: int | None  # chunks per gradient window (None: the exact gradient)
     max_reallocations: int = 5
     _compiled: dict = dataclasses.field(default_factory=dict, repr=False)  # jitted run / value-and-grad per observable
+    stats: dict = dataclasses.field(default_factory=lambda: {"runs": 0, "reallocations": 0}, repr=False)  # host counters
 
     @property
     def record_every(self) -> int:
@@ -161,6 +164,7 @@ class DiffTrajectory:
         vg = self._compiled[key]
         for attempt in range(self.max_reallocations + 1):
             (value, (aux, overflow, end_state)), grads = vg(variables, start.state, start.nbrs, targets)
+            self.stats["runs"] += 1
             if not bool(overflow):
                 return ((value, aux) if has_aux else value), grads
             if attempt == self.max_reallocations:
@@ -171,6 +175,7 @@ class DiffTrajectory:
                     f"{self.steps}-step differentiable run: the system is probably collapsing; try a smaller "
                     "timestep or a larger capacity_multiplier")
             start = self._recompute_lists(start, end_state, start.nbrs)
+            self.stats["reallocations"] += 1
         raise AssertionError("unreachable")
 
     def records(self, variables, start: Start):
@@ -179,9 +184,11 @@ class DiffTrajectory:
         variables = self.engine.cast(variables)
         for attempt in range(self.max_reallocations + 1):
             records, end, overflow = self.run(variables, start)
+            self.stats["runs"] += 1
             if not bool(overflow):
                 return records, end
             start = self._recompute_lists(start, end.state, start.nbrs)
+            self.stats["reallocations"] += 1
         from mlpjax.md.driver import NeighborListOverflowError
 
         raise NeighborListOverflowError(f"neighbour list still overflowing after {self.max_reallocations} reallocations")
