@@ -43,6 +43,7 @@ class FitConfig:
     steps: int = 50  # optimiser steps
     learning_rate: float = 0.01  # step size (in the parameters' own units)
     optimizer: str = "adam"  # "adam" | "sgd" (plain gradient descent)
+    final_lr_fraction: float = 1.0  # cosine decay of the step size to this fraction over ``steps`` (1: constant)
     clip_norm: float | None = 1.0  # global gradient-norm clip (None: none)
     n_eff_ratio: float = 0.6  # run a new reference trajectory when N_eff / F falls below this
     discard: int = 5  # records dropped at the start of every reference run (equilibration)
@@ -55,6 +56,8 @@ class FitConfig:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if not 0 < self.final_lr_fraction <= 1:
+            raise ValueError(f"final_lr_fraction must be in (0, 1], got {self.final_lr_fraction}")
         if not 0 < self.n_eff_ratio <= 1:
             raise ValueError(f"n_eff_ratio must be in (0, 1], got {self.n_eff_ratio}")
         bad = [f for f in self.trainable if f not in _FIELDS]
@@ -93,7 +96,10 @@ def fit_observables(sim, variables, *, per_frame: Callable, loss: Callable, conf
     variables = sim.engine.cast(variables)
     if start is None:
         start = sim.start(variables, seed=seed)
-    opt = optax.adam(config.learning_rate) if config.optimizer == "adam" else optax.sgd(config.learning_rate)
+    lr = config.learning_rate
+    if config.final_lr_fraction != 1.0:
+        lr = optax.cosine_decay_schedule(config.learning_rate, max(config.steps, 1), alpha=config.final_lr_fraction)
+    opt = optax.adam(lr) if config.optimizer == "adam" else optax.sgd(lr)
     if config.clip_norm is not None:
         opt = optax.chain(optax.clip_by_global_norm(config.clip_norm), opt)
     if config.freeze:
