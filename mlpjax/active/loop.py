@@ -9,7 +9,9 @@ Iteration k (k = 0, 1, ...) has five phases, run in this order:
 1. ``train`` — an ensemble (``train.ensemble_size`` members) on ``initial_data`` plus every label
    of the earlier iterations; from iteration 1 on, warm-started from model k−1's file
    (``TrainConfig.init_from``: its members continue, E0 re-fitted) with the ``retrain``
-   overrides. Output ``iter_KKK/train/`` (model.mlpjax, checkpoints, logs).
+   overrides. The held-out part (``train.valid_fraction``: early stopping, the best epoch) is drawn
+   per block of data (:func:`held_out_split`), so no model is validated on frames an earlier model
+   trained on. Output ``iter_KKK/train/`` (model.mlpjax, checkpoints, logs).
 2. ``evaluate`` — energy and force MAE of model k on ``validation_data`` and ``test_data``. The
    loop stops here when the force MAE reaches ``stop.force_mae_meV_A``, when k =
    ``stop.max_iterations`` or when the training set holds ``stop.max_labels`` labels.
@@ -259,40 +261,66 @@ def _labels_path(run_dir: str, k: int) -> str:
     return os.path.join(_iter_dir(run_dir, k), "labels.xyz")
 
 
-def _training_data(config: ActiveConfig, run_dir: str, k: int, initial: list) -> list:
-    """initial_data + the labels of iterations 0 .. k-1 (in that order)."""
+def _training_data(config: ActiveConfig, run_dir: str, k: int, initial: list) -> list[list]:
+    """The training data by block: [initial_data, labels of iteration 0, ..., labels of iteration k-1]."""
     from mlpjax.data import read
 
-    data = list(initial)
+    blocks = [list(initial)]
     for j in range(k):
         path = _labels_path(run_dir, j)
-        if os.path.exists(path) and os.path.getsize(path) > 0:
-            data.extend(read(path))
-    return data
+        blocks.append(read(path) if os.path.exists(path) and os.path.getsize(path) > 0 else [])
+    return blocks
+
+
+def held_out_split(tcfg, blocks: list[list]) -> tuple[list, list | None, list | None]:
+    """(train, valid, test) of model k's data ``blocks`` (:func:`_training_data`): each block split on
+    its own (``valid_fraction`` / ``test_fraction``, :func:`mlpjax.data.split` seeded by
+    ``split_seed`` and the block's index), so a configuration keeps its part as the data grow.
+
+    One split of the whole, drawn again as it grows, would put frames that model k-1 trained on into
+    model k's validation part: the warm-started model then looks best on it from the first epoch on,
+    early stopping ends the retraining and the best-epoch choice keeps parameters that have hardly
+    seen the new labels. Nested parts exclude that (every held-out frame of model k was held out of
+    every earlier model too)."""
+    from mlpjax.data import split
+
+    fv, ft = float(tcfg.valid_fraction), float(tcfg.test_fraction)
+    if fv <= 0 and ft <= 0:
+        return [c for b in blocks for c in b], None, None
+    parts: tuple[list, list, list] = ([], [], [])
+    for j, block in enumerate(blocks):
+        seed = int(np.random.SeedSequence([int(tcfg.split_seed), j]).generate_state(1)[0])
+        for part, idx in zip(parts, split(len(block), (1.0 - fv - ft, fv, ft), seed=seed)):
+            part.extend(block[i] for i in idx)
+    train, valid, test = parts
+    # an empty part stays a list ([]: no validation / test), not None (which would let train() split again)
+    return train, valid if fv > 0 else None, test if ft > 0 else None
 
 
 # ----------------------------------------------------------------------------- phases
-def _train(config, run_dir, k, data, progress) -> dict:
+def _train(config, run_dir, k, blocks, progress) -> dict:
     from mlpjax.training import CHECKPOINT_NAME, PREV_CHECKPOINT_NAME, train
 
     out = os.path.join(_iter_dir(run_dir, k), "train")
     init_from = os.path.join(_iter_dir(run_dir, k - 1), "train", "model.mlpjax") if k > 0 else config.train.init_from
     tcfg = config.train_config(k, init_from)
     resume = any(os.path.exists(os.path.join(out, n)) for n in (CHECKPOINT_NAME, PREV_CHECKPOINT_NAME))
-    _say(progress, f"iteration {k}: training {tcfg.ensemble_size} members on {len(data)} configurations"
+    n = sum(len(b) for b in blocks)
+    _say(progress, f"iteration {k}: training {tcfg.ensemble_size} members on {n} configurations"
          + (" (warm start from iteration %d)" % (k - 1) if k > 0 else "") + (" (resuming)" if resume else ""))
     t0 = time.monotonic()
-    res = train(tcfg, data, output_dir=out, resume=resume, progress=False)
+    train_set, valid_set, test_set = held_out_split(tcfg, blocks)
+    res = train(tcfg, train_set, valid_set, test_configs=test_set, output_dir=out, resume=resume, progress=False)
     vm = res.valid_metrics or {}
-    return {"n_labels": len(data), "model": res.paths["model"], "epochs": res.epochs_completed,
+    return {"n_labels": n, "model": res.paths["model"], "epochs": res.epochs_completed,
             "stop_reason": res.stop_reason, "split_energy_mae_meV_atom": vm.get("energy_mae_meV_per_atom"),
             "split_force_mae_meV_A": vm.get("force_mae_meV_per_A"), "resumed": resume, "wall_s": time.monotonic() - t0}
 
 
 def _evaluate(config, k, train_record, sets, progress) -> dict:
     """MAEs of model k on validation_data and test_data; without validation_data the "valid" MAEs
-    are those of the training run's held-out split (valid_fraction of the labels; it changes as the
-    training set grows, so it is only a rough guide)."""
+    are those of the training run's held-out split (valid_fraction of the labels, :func:`held_out_split`;
+    it grows with the training set, so it is only a rough guide)."""
     import mlpjax
     from mlpjax.validate.metrics import metrics
 
