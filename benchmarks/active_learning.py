@@ -177,7 +177,8 @@ def train_point(configs: list, valid: list, test: list, args, out_dir: str) -> d
 def _composition(configs) -> dict:
     out: dict = {}
     for c in configs:
-        key = f"{(c.info or {}).get('structure', '?')}"
+        info = c.info or {}
+        key = str(info.get("structure") or info.get("al_structure") or "?")  # data recipes / the active loop's labels
         out[key] = out.get(key, 0) + 1
     return out
 
@@ -289,6 +290,14 @@ def main(argv=None) -> int:
     else:
         ratio, ratio_text = None, "— (active learning did not reach it)"
 
+    # the same comparison at the error active learning reaches with its largest set (whatever the target)
+    best_al = min(pt["test_F_meV_A"] for pt in curves["active"] if pt["n"] == max_al)
+    n_rand_match = labels_to_reach(curves["random"], best_al)
+    match_text = (f"random sampling needs {n_rand_match:.0f} labels for the {best_al:.1f} meV/Å active learning reaches "
+                  f"with {max_al} ({n_rand_match / max_al:.2f}×)" if n_rand_match is not None else
+                  f"random sampling does not reach the {best_al:.1f} meV/Å active learning reaches with {max_al} "
+                  f"(up to N = {max_rand}: > {max_rand / max_al:.2f}×)")
+
     by_n = {a: {pt["n"]: pt for pt in curves[a]} for a in curves}
     loop_by_n = {int(r["n_labels"]): r for r in loop_rows}
     rows = []
@@ -301,7 +310,8 @@ def main(argv=None) -> int:
                             "random E (meV/atom)", "loop ensemble F (meV/Å)"], rows)
     summary = (f"labels to reach {args.target:g} meV/Å (test force MAE): active "
                f"{'%.0f' % n_al if n_al is not None else '> %d' % max_al}, random "
-               f"{'%.0f' % n_rand if n_rand is not None else '> %d' % max_rand}; ratio random/active {ratio_text}")
+               f"{'%.0f' % n_rand if n_rand is not None else '> %d' % max_rand}; ratio random/active {ratio_text}; "
+               + match_text)
     print(table)
     print(summary)
     curve_png = os.path.join(workdir, "learning_curves.png")
@@ -310,6 +320,7 @@ def main(argv=None) -> int:
     loop_times = {k: sum(float(r.get(k) or 0) for r in loop_rows) for k in ("train_s", "explore_s", "select_s", "label_s")}
     out = {"environment": environment(), "args": vars(args), "curves": curves, "loop_rows": loop_rows,
            "labels_to_target": {"active": n_al, "random": n_rand}, "ratio": ratio, "summary": summary,
+           "matched_error": {"active_best_F_meV_A": best_al, "active_n": max_al, "random_n": n_rand_match},
            "loop_time_s": loop_times, "wall_s_this_call": elapsed,
            "active_composition": _composition(al_set), "test_composition": _composition(test)}
     if args.quick or args.no_record:
