@@ -55,8 +55,11 @@ class Reference:
 
 
 def _energies(system, variables, positions, nbrs):
-    """([F] eV, overflow) of every frame, one frame at a time."""
+    """([F] eV, overflow) of every frame, one frame at a time; rematerialised per frame
+    (``jax.checkpoint``), so the reweighted gradient stores no per-pair intermediates of the F
+    frames: its memory is that of one frame, not F × (pairs × activations)."""
 
+    @jax.checkpoint
     def one(R):
         nb = system.update_neighbors(nbrs, R)
         return system.energy(variables, R, neighbor=nb), nb.did_buffer_overflow | nb.cell_size_too_small
@@ -140,6 +143,7 @@ def reweighted_average(variables, ref: Reference, per_frame: Callable, *, with_p
     """
     w = weights(variables, ref)
     if with_params:
+        @jax.checkpoint  # per frame, as in _energies: the gradient's memory does not grow with F
         def one(R):
             return per_frame(variables, R, ref.system.update_neighbors(ref.nbrs, R))
     else:

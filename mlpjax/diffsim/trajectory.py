@@ -106,17 +106,21 @@ class DiffTrajectory:
     def start(self, variables, *, seed: int = 0, positions=None, momenta=None, capacity: int = 0) -> Start:
         """The start of the run: the system's positions (or ``positions`` [R, N, 3] / [N, 3]
         simulation coordinates), Maxwell–Boltzmann momenta at ``config.temperature_K`` from
-        seeds ``seed, seed+1, ...`` (or ``momenta``), lists allocated with ``capacity`` extra pairs."""
+        seeds ``seed, seed+1, ...`` (or ``momenta`` [R, N, 3] / [N, 3] amu·Å/ASE-time; [N, 3]
+        arrays are shared by every replica), lists allocated with ``capacity`` extra pairs."""
         variables = self.engine.cast(variables)
         R = self.system.positions if positions is None else jnp.asarray(positions, self.system.dtype)
         if R.ndim == 2:
             R = jnp.broadcast_to(R, (self.replicas,) + R.shape)
+        if momenta is not None:
+            momenta = jnp.asarray(momenta, self.system.dtype)
+            if momenta.ndim == 2:  # one set for every replica, as positions (the engine's init maps over [R, ...])
+                momenta = jnp.broadcast_to(momenta, (self.replicas,) + momenta.shape)
         box = self.system.box if self.config.ensemble == "npt" else None
         nbrs = stack_neighbor_lists([self.system.allocate(r, box=box) for r in R], capacity=capacity)
         keys = jnp.stack([jax.random.PRNGKey(seed + k) for k in range(self.replicas)])
         targets = self._targets()
-        state = self.engine.init(variables, keys, R, nbrs, targets,
-                                 None if momenta is None else jnp.asarray(momenta, self.system.dtype))
+        state = self.engine.init(variables, keys, R, nbrs, targets, momenta)
         return Start(state, nbrs)
 
     def _targets(self) -> Targets:
