@@ -8,7 +8,8 @@ distribution function of EMT liquid Cu at 1,400 K (issue 16).
    (:func:`mlpjax.diffsim.rdf`, 0–7 Å, 0.05 Å bins and kernel) of those frames is the target; the
    mean squared displacement says whether the target is a liquid.
 2. **Fits.** A Morse potential (:func:`mlpjax.models.pair.pair_potential`, cutoff 6 Å with a 1 Å
-   switch) simulated with mlpjax's jax-md engine (Langevin NVT at 1,400 K, same cell) is fitted by
+   switch) simulated with mlpjax's jax-md engine (Langevin NVT at 1,400 K, same cell, started from
+   an EMT liquid frame: a pair potential's crystal can superheat at 1,400 K) is fitted by
    DiffTRe reweighting (:func:`mlpjax.diffsim.fit.fit_observables`: Adam on D, α, r0, step size
    cosine-decayed from ``--lr`` to 5 % of it; a new
    reference trajectory whenever N_eff / F < 0.6), loss = mean squared difference of the RDFs:
@@ -150,11 +151,15 @@ def main(argv=None) -> int:
     def loss(g):
         return jnp.mean((g - g_target) ** 2)
 
+    liquid_start = jnp.asarray(frac[0], system.dtype)  # runs start from EMT liquid frames, not the crystal
+    liquid_check = jnp.asarray(frac[-1], system.dtype)  # (a pair potential's crystal may superheat at 1,400 K)
+
     def check(variables, seed):
-        """RDF L2 error of a fresh simulation (twice the fit's reference length, other seeds)."""
+        """RDF L2 error of a fresh simulation (twice the fit's reference length, another liquid frame,
+        other seeds)."""
         long = diffsim.trajectory(base, atoms, md, steps=2 * args.md_steps, record_every=record_every,
                                   chunk_steps=chunk, replicas=args.replicas)
-        records, _ = long.records(variables, long.start(variables, seed=seed))
+        records, _ = long.records(variables, long.start(variables, seed=seed, positions=liquid_check))
         g = diffsim.rdf(system, records["position"][2 * discard:], r_max=R_MAX, n_bins=N_BINS, width=WIDTH)[1]
         return float(diffsim.rdf_l2(g, g_target, R_MAX)), np.asarray(g)
 
@@ -180,7 +185,7 @@ def main(argv=None) -> int:
 
         print(f"fit {name}: start {p0} (RDF L2 {l2_0:.3f})", flush=True)
         res = fit_observables(sim, pot.variables, per_frame=g_of_frame, loss=loss, config=cfg,
-                              start=sim.start(pot.variables, seed=10 * k), callback=say)
+                              start=sim.start(pot.variables, seed=10 * k, positions=liquid_start), callback=say)
         best = res.best_variables
         l2, g = check(best, seed=200 + k)
         results[name] = {"start": p0, "start_rdf_l2": l2_0, "fitted": params_of(best), "rdf_l2": l2,
