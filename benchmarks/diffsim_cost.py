@@ -2,10 +2,11 @@
 the same ensemble average, and the growth of the exact gradient with the horizon.
 
 1. **System**: 256 Cu atoms (fcc 4×4×4 cubic, a = 3.78 Å: ρ = 0.0740 Å⁻³, the density of liquid
-   Cu near its melting point), melted at 3,500 K (2 ps) and cooled to 1,400 K (6 ps, Langevin) in
-   a preparation run; that end state (positions and momenta) starts every run below. This Morse
-   stays crystalline when heated from fcc at this density, but the melt cooled to 1,400 K is a
-   supercooled liquid over these times (no split second RDF peak, diffusing slowly). Dynamics:
+   Cu near its melting point), melted at 3,500 K (2 ps) and cooled to 1,400 K (6 ps; Langevin,
+   γ = 10/ps) in a preparation run; that end state (positions and momenta) starts every run
+   below. Started from fcc at 1,400 K this Morse stays crystalline at this density, but the melt
+   cooled to 1,400 K is a supercooled liquid over these times (no split second RDF peak,
+   diffusing slowly). Dynamics of the measured runs:
    Langevin NVT at 1,400 K, γ = 2/ps, 2 fs timestep, skin 0.5 Å, records every 10 steps.
    Potentials: Morse (Girifalco–Weizer Cu, 5 Å cutoff, 1 Å switch) and, if not ``--no-schnet``,
    an untrained SchNet (16 features, 2 interactions, 4 Å cutoff; random weights: its dynamics are
@@ -36,7 +37,9 @@ the same ensemble average, and the growth of the exact gradient with the horizon
 
 Prints the tables, writes ``benchmarks/results/diffsim_cost.json`` and appends to RESULTS.md.
 Usage: ``python benchmarks/diffsim_cost.py [--quick] [--no-schnet] [--no-record]``
-(``--quick``: 108 atoms, 100/400 steps, horizons 50–200, no SchNet, one timed call: a smoke run).
+(``--quick``: 108 atoms, 100/400 steps, horizons 100/200, no SchNet, one timed call, every
+measurement in this process (``--in-process``: the peak RSS then mixes and is not reported): a
+smoke run).
 
 Measured (2026-12-02, CPU, 2 cores shared with another benchmark): see the RESULTS.md section of
 that date — filled in below after the full run.
@@ -165,6 +168,7 @@ def _temp_mib(jitted, *args) -> float:
 def _child_prepare(spec: dict) -> dict:
     """Melt, cool, and the target RDF: the start of every measured run."""
     import jax.numpy as jnp
+    from ase import units as ase_units
 
     from mlpjax import diffsim
 
@@ -185,7 +189,7 @@ def _child_prepare(spec: dict) -> dict:
     sim, rec, end = run(TEMPERATURE_K, spec["cool_steps"], melt)
     n = sim.system.n_atoms
     last = rec["position"][-(len(rec["position"]) // 2):]
-    out["T_K"] = float(np.mean(np.asarray(rec["ekin"][-(len(rec["ekin"]) // 2):])) * 2 / (3 * n) / 8.617333262e-5)
+    out["T_K"] = float(np.mean(np.asarray(rec["ekin"][-(len(rec["ekin"]) // 2):])) * 2 / (3 * n) / ase_units.kB)
     out["epot_eV_per_atom"] = float(jnp.mean(rec["epot"][-(len(rec["epot"]) // 2):]) / n)
     out["pressure_GPa"] = float(diffsim.mean_pressure({"pressure": rec["pressure"][-(len(rec["epot"]) // 2):]}))
     out["msd_A2_last_half"] = float(diffsim.msd(sim.system, last)[-1])
@@ -371,7 +375,7 @@ def _fmt(x, digits=3):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke run: 108 atoms, 100/400 steps, horizons 50-200, no SchNet")
+    p.add_argument("--quick", action="store_true", help="smoke run: 108 atoms, 100/400 steps, horizons 100/200, no SchNet, in-process")
     p.add_argument("--no-schnet", action="store_true", help="Morse only")
     p.add_argument("--in-process", action="store_true",
                    help="every measurement in this process (no fresh subprocesses: peak RSS then mixes; --quick does this)")

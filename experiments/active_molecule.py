@@ -3,7 +3,7 @@
     python experiments/active_molecule.py                  # defaults (8-16 min on 2 CPU cores); killed? run it again
     python experiments/active_molecule.py --record         # ... and append the result to benchmarks/RESULTS.md
     python experiments/active_molecule.py --quick          # smoke run, a minute or two
-    python experiments/active_molecule.py --oracle pyscf   # PBE/def2-SVP labels (PySCF, ~14 s each: ~1 h)
+    python experiments/active_molecule.py --oracle pyscf   # PBE/def2-SVP labels (PySCF, 5-14 s a label: 30-60 min)
 
 Needs the xTB extra (``pip install "mlpjax[xtb]"``; ``mlpjax[pyscf]`` for ``--oracle pyscf``);
 without it the script says so in one line and exits with status 2.
