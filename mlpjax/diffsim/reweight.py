@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlpjax.cache import compiled
 from mlpjax.diffsim.observables import frames_of
 
 __all__ = ["Reference", "sample_reference", "frame_energies", "reweighted_average", "weights", "effective_sample_size"]
@@ -68,15 +69,10 @@ def _energies(system, variables, positions, nbrs):
     return e, jnp.any(ovf)
 
 
-_ENERGY_JIT: dict = {}
-
-
+@compiled(maxsize=8)
 def _energies_jit(system):
-    fn = _ENERGY_JIT.get(id(system))
-    if fn is None or fn[0] is not system:
-        fn = (system, jax.jit(lambda v, R, nb: _energies(system, v, R, nb)))
-        _ENERGY_JIT[id(system)] = fn
-    return fn[1]
+    """jit of :func:`_energies` for ``system`` (keyed by the system's identity, as the MD engine)."""
+    return jax.jit(lambda v, R, nb: _energies(system, v, R, nb))
 
 
 def _list_for_frames(system, variables, positions, *, max_tries: int = 5):

@@ -60,6 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlpjax.cache import compiled
 from mlpjax.md.config import MDConfig, Targets
 from mlpjax.md.engine import Engine, engine
 from mlpjax.md.system import MDSystem, as_atoms, build_system, grow_neighbor_list, stack_neighbor_lists
@@ -87,7 +88,7 @@ class DiffTrajectory:
     checkpoint: bool
     truncate_every: int | None  # chunks per gradient window (None: the exact gradient)
     max_reallocations: int = 5
-    _compiled: dict = dataclasses.field(default_factory=dict, repr=False)  # jitted run / value-and-grad per observable
+    _compiled: dict = dataclasses.field(default_factory=dict, repr=False)  # jitted value-and-grad per observable
     stats: dict = dataclasses.field(default_factory=lambda: {"runs": 0, "reallocations": 0}, repr=False)  # host counters
 
     @property
@@ -166,36 +167,42 @@ class DiffTrajectory:
         if key not in self._compiled:
             self._compiled[key] = jax.jit(jax.value_and_grad(f, argnums=argnums, has_aux=True))
         vg = self._compiled[key]
-        for attempt in range(self.max_reallocations + 1):
-            (value, (aux, overflow, end_state)), grads = vg(variables, start.state, start.nbrs, targets)
-            self.stats["runs"] += 1
-            if not bool(overflow):
-                return ((value, aux) if has_aux else value), grads
-            if attempt == self.max_reallocations:
-                from mlpjax.md.driver import NeighborListOverflowError
 
-                raise NeighborListOverflowError(
-                    f"neighbour list still overflowing after {self.max_reallocations} reallocations in a "
-                    f"{self.steps}-step differentiable run: the system is probably collapsing; try a smaller "
-                    "timestep or a larger capacity_multiplier")
-            start = self._recompute_lists(start, end_state, start.nbrs)
-            self.stats["reallocations"] += 1
-        raise AssertionError("unreachable")
+        def attempt(start):
+            (value, (aux, overflow, end_state)), grads = vg(variables, start.state, start.nbrs, targets)
+            return (((value, aux) if has_aux else value), grads), overflow, end_state
+
+        return self._without_overflow(attempt, start)
 
     def records(self, variables, start: Start):
         """(records ``[n_records, R, ...]``, the end Start) of a forward run without a gradient;
         reallocates and reruns after an overflow as :meth:`value_and_grad`."""
         variables = self.engine.cast(variables)
-        for attempt in range(self.max_reallocations + 1):
+
+        def attempt(start):
             records, end, overflow = self.run(variables, start)
+            return (records, end), overflow, end.state
+
+        return self._without_overflow(attempt, start)
+
+    def _without_overflow(self, attempt: Callable, start: Start):
+        """``attempt(start) -> (result, overflow, end_state)`` until no list overflowed: after an
+        overflow the lists are reallocated from the start (sized for start and end) and the run
+        recomputed, at most ``max_reallocations`` times (then NeighborListOverflowError)."""
+        for k in range(self.max_reallocations + 1):
+            result, overflow, end_state = attempt(start)
             self.stats["runs"] += 1
             if not bool(overflow):
-                return records, end
-            start = self._recompute_lists(start, end.state, start.nbrs)
-            self.stats["reallocations"] += 1
+                return result
+            if k < self.max_reallocations:
+                start = self._recompute_lists(start, end_state, start.nbrs)
+                self.stats["reallocations"] += 1
         from mlpjax.md.driver import NeighborListOverflowError
 
-        raise NeighborListOverflowError(f"neighbour list still overflowing after {self.max_reallocations} reallocations")
+        raise NeighborListOverflowError(
+            f"neighbour list still overflowing after {self.max_reallocations} reallocations in a {self.steps}-step "
+            "differentiable run: the system is probably collapsing; try a smaller timestep or a larger "
+            "capacity_multiplier")
 
     def value(self, fn: Callable, variables, start: Start):
         """fn(records) without a gradient (overflow handled as in :meth:`value_and_grad`)."""
@@ -203,18 +210,20 @@ class DiffTrajectory:
 
 
 def _run_fn(sim: DiffTrajectory):
-    """The jitted pure run of ``sim`` (built once per DiffTrajectory)."""
-    if "run" in sim._compiled:
-        return sim._compiled["run"]
-    eng, chunk_steps = sim.engine, sim.chunk_steps
-    n_chunks = sim.n_chunks
-    window = sim.truncate_every or n_chunks
+    """The jitted pure run of ``sim``: shared by every DiffTrajectory of the same engine, length,
+    chunking, checkpointing and truncation (replica count and parameters are argument shapes/values)."""
+    return _run_factory(sim.engine, sim.steps, sim.chunk_steps, sim.checkpoint, sim.truncate_every)
+
+
+@compiled(maxsize=8)
+def _run_factory(eng: Engine, steps: int, chunk_steps: int, checkpoint: bool, truncate_every: int | None):
+    n_chunks = steps // chunk_steps
+    window = truncate_every or n_chunks
 
     def one_chunk(variables, state, nbrs, first, targets):
-        state, nbrs, records, overflow = eng.chunk(variables, state, nbrs, first, chunk_steps, targets)
-        return state, nbrs, records, overflow
+        return eng.chunk(variables, state, nbrs, first, chunk_steps, targets)
 
-    if sim.checkpoint:
+    if checkpoint:
         one_chunk = jax.checkpoint(one_chunk, prevent_cse=False)
 
     def run(variables, start: Start, targets):
@@ -225,7 +234,7 @@ def _run_fn(sim: DiffTrajectory):
 
         def window_body(carry, w):
             state, nbrs, overflow = carry
-            if sim.truncate_every is not None:
+            if truncate_every is not None:
                 state = jax.lax.stop_gradient(state)
             idx = w * window + jnp.arange(window)
             return jax.lax.scan(chunk_body, (state, nbrs, overflow), idx)
@@ -235,9 +244,7 @@ def _run_fn(sim: DiffTrajectory):
         records = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[3:]), records)  # [n_records, R, ...]
         return records, Start(state, nbrs), overflow
 
-    fn = jax.jit(run)
-    sim._compiled["run"] = fn
-    return fn
+    return jax.jit(run)
 
 
 def trajectory(potential, structure, config: MDConfig, *, steps: int | None = None, record_every: int = 10,
@@ -281,14 +288,26 @@ def gradient_norm_vs_horizon(potential, structure, config: MDConfig, fn_of_recor
     variables = potential.variables if variables is None else variables
     out = []
     for h in horizons:
-        cs = chunk_steps or max(record_every, int(record_every * round(math.sqrt(h) / record_every)) or record_every)
-        while h % cs:
-            cs -= record_every
+        if h % record_every:
+            raise ValueError(f"horizon {h} is not a multiple of record_every ({record_every})")
+        cs = chunk_steps or _sqrt_chunk(int(h), record_every)
         sim = trajectory(potential, structure, config, steps=h, record_every=record_every, chunk_steps=cs,
-                         truncate_every=truncate_every if truncate_every and (h // cs) % truncate_every == 0 else None)
+                         truncate_every=truncate_every)  # a window that does not divide the run is an error
         start = sim.start(variables, seed=seed)
         t0 = time.perf_counter()
         value, grads = sim.value_and_grad(fn_of_records, variables, start)
         norm = float(jnp.sqrt(sum(jnp.sum(jnp.asarray(g, jnp.float64) ** 2) for g in jax.tree_util.tree_leaves(grads.params))))
         out.append({"steps": int(h), "value": float(value), "grad_norm": norm, "seconds": time.perf_counter() - t0})
     return out
+
+
+def _sqrt_chunk(steps: int, record_every: int) -> int:
+    """The largest multiple of ``record_every`` dividing ``steps`` and ≤ max(√steps, record_every):
+    chunks of ≈ √steps balance the stored chunk boundaries against one chunk's steps."""
+    best = record_every
+    for c in range(record_every, steps + 1, record_every):
+        if c > max(math.sqrt(steps), record_every):
+            break
+        if steps % c == 0:
+            best = c
+    return best
