@@ -41,6 +41,30 @@ def test_trust_window_classes_and_bounds():
         classify(s, sigma_lo=0.5, sigma_hi=0.5)
 
 
+def test_first_failed_is_where_each_replica_stopped():
+    from mlpjax.active import first_failed
+
+    classes = ["candidate", "failed", "failed", "accurate", "candidate", "candidate", "failed"]
+    replicas = [0, 0, 0, 1, 1, 2, 2]  # replica 1 never left the window
+    assert first_failed(classes, replicas).tolist() == [1, 6]
+    assert first_failed([], []).tolist() == []
+    with pytest.raises(ValueError, match="replica ids"):
+        first_failed(["failed"], [0, 1])
+
+
+def test_closest_pair_sees_periodic_images_and_blown_up_frames():
+    from ase.build import bulk
+
+    from mlpjax.data import Configuration, closest_pair
+
+    a = bulk("Cu", "fcc", a=A_CU, cubic=True)
+    assert closest_pair(Configuration.from_atoms(a), 2.5) is None  # nearest neighbours at a/√2 = 2.54 Å
+    d, i, j, _ = closest_pair(Configuration.from_atoms(a), 2.6)
+    assert d == pytest.approx(A_CU / np.sqrt(2), rel=1e-9) and i != j
+    a.positions[1] = a.positions[0] + [0.3, 0.0, 0.0]  # a collapsed pair, as in a blown-up MD frame
+    assert closest_pair(Configuration.from_atoms(a), 0.5)[0] == pytest.approx(0.3, rel=1e-9)
+
+
 def test_top_k_largest_first_ties_by_index():
     assert top_k([0.1, 0.3, 0.2, 0.3], 3).tolist() == [1, 3, 2]
     assert top_k([0.1], 5).tolist() == [0]

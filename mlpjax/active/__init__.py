@@ -20,7 +20,7 @@ from mlpjax.active.oracle import ORACLES, OracleError, OracleResult, OracleSpec,
 from mlpjax.active.config import (ActiveConfig, ExploreConfig, LabelConfig, SelectConfig, StopConfig, config_from_dict,
                                   load_active_config)
 from mlpjax.active.loop import REPORT_COLUMNS, ActiveResult, report_rows, run_active
-from mlpjax.active.selection import (classify, farthest_point_sampling, select_batch, structure_descriptor,
+from mlpjax.active.selection import (classify, farthest_point_sampling, first_failed, select_batch, structure_descriptor,
                                      structure_descriptors, top_k)
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "load_active_config",
     "report_rows",
     "run_active",
+    "first_failed",
     "select_batch",
     "structure_descriptor",
     "structure_descriptors",

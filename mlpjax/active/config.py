@@ -72,7 +72,17 @@ class ExploreConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SelectConfig:
-    """Selection (:mod:`mlpjax.active.selection`): trust window, pool, diverse batch."""
+    """Selection (:mod:`mlpjax.active.selection`): trust window, pool, diverse batch.
+
+    ``stop_frames``: DP-GEN's trust window never labels a frame above ``sigma_hi`` (it may be
+    unphysical). With a model trained on one kind of structure, though, a new kind (a surface for a
+    bulk model) is above ``sigma_hi`` from its first checked frame, so its replicas stop at once and
+    it never yields a candidate. With ``stop_frames: true`` the first frame above ``sigma_hi`` of
+    every stopped replica (at most ``sample_every`` MD steps past the last trusted frame, the frame
+    on-the-fly learning would label) is labelled too, ahead of the window's candidates (farthest-
+    point sampled among themselves when there are more than ``max_selected``), unless it is not
+    finite or has two atoms closer than ``stop_frame_min_distance`` Å (a blown-up run).
+    """
 
     sigma_lo: float = 0.05  # eV/Å: max per-atom force deviation at or below = known ("accurate")
     sigma_hi: float = 0.5  # eV/Å: above = "failed" (unphysical; the MD run stops there)
@@ -80,6 +90,8 @@ class SelectConfig:
     method: str = "fps"  # fps (farthest-point in descriptor space) | top_k | random
     pool_size: int | None = None  # fps/random among the pool_size largest σ (None: all candidates)
     descriptor_cutoff: float = 5.0  # Å, radial symmetry-function cutoff of the fps descriptor
+    stop_frames: bool = False  # also label each stopped replica's first frame above sigma_hi (first in the batch)
+    stop_frame_min_distance: float = 0.5  # Å: a stop frame with two atoms closer than this is skipped (blown up)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +211,10 @@ def _section(name: str, cls, values, base_dir: str):
             out[key] = tuple(_existing(dotted, p, base_dir) for p in value)
         elif key in ("temperatures_K", "pressures_GPa"):
             out[key] = _numbers(dotted, value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{dotted} must be true or false, got {_fmt(value)}", option=dotted)
+            out[key] = value
         elif key in ("ensemble", "method"):
             if not isinstance(value, str):
                 raise ConfigError(f"{dotted} must be a string, got {_fmt(value)}", option=dotted)
@@ -242,6 +258,7 @@ def _validate(cfg: ActiveConfig) -> None:
     _check("select.method", s.method in METHODS, f"one of {', '.join(METHODS)}", s.method)
     _check("select.pool_size", s.pool_size is None or s.pool_size >= 1, "an integer >= 1 or null", s.pool_size)
     _check("select.descriptor_cutoff", s.descriptor_cutoff > 0, "> 0 (Å)", s.descriptor_cutoff)
+    _check("select.stop_frame_min_distance", s.stop_frame_min_distance > 0, "> 0 (Å)", s.stop_frame_min_distance)
     _check("label.workers", lb.workers >= 1, "an integer >= 1", lb.workers)
     _check("label.timeout_s", lb.timeout_s is None or lb.timeout_s > 0, "> 0 (s) or null", lb.timeout_s)
     _check("stop.max_iterations", st.max_iterations >= 0, "an integer >= 0", st.max_iterations)

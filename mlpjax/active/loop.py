@@ -407,26 +407,45 @@ def _explore_run(config, pot, k, run, name, atoms, pressure, run_dir) -> dict:
     classes = classify(sigmas, sigma_lo=config.select.sigma_lo, sigma_hi=config.select.sigma_hi)
     import ase
 
+    stop_index = _stop_frames(frames, sigmas, classes, config.select) if config.select.stop_frames else set()
     candidates = []
-    for f, s, c in zip(frames, sigmas, classes):
-        if c != "candidate":
+    for i, (f, s, c) in enumerate(zip(frames, sigmas, classes)):
+        if c != "candidate" and i not in stop_index:
             continue
         a = f["atoms"]
         b = ase.Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)
         b.arrays["forces_std"] = np.asarray(a.arrays["forces_std"], np.float64)  # [n] eV/Å
         b.info.update(al_iteration=k, al_structure=name, al_run=run, al_replica=f["replica"],
                       al_target_temperature_K=f["temperature_K"], al_pressure_GPa=float(pressure),
-                      al_seed=f["seed"], al_step=int(a.info.get("step", 0)), max_force_std=float(s))
+                      al_seed=f["seed"], al_step=int(a.info.get("step", 0)), max_force_std=float(s),
+                      al_stop_frame=bool(i in stop_index))
         candidates.append(b)
     _write_frames(os.path.join(d, "candidates.xyz"), candidates)
     s = np.asarray(sigmas, np.float64)
     finite = s[np.isfinite(s)]
     rec = {"run": run, "structure": name, "pressure_GPa": float(pressure), "n_frames": len(frames),
-           **{f"n_{c}": n for c, n in window_counts(classes).items()}, "blowups": blowups,
+           **{f"n_{c}": n for c, n in window_counts(classes).items()}, "n_stop_frames": len(stop_index),
+           "blowups": blowups,
            "sigma_max_eV_A": float(finite.max()) if finite.size else None,
            "sigma_sum_eV_A": float(finite.sum()), "n_finite": int(finite.size)}
     _write_json(os.path.join(d, "summary.json"), rec)
     return rec
+
+
+def _stop_frames(frames: list, sigmas: list, classes, select) -> set:
+    """Indices of each replica's first frame above ``sigma_hi`` (:func:`first_failed`) that is
+    finite and has no pair of atoms closer than ``select.stop_frame_min_distance`` Å."""
+    from mlpjax.active.selection import first_failed
+    from mlpjax.data import Configuration, closest_pair
+
+    out = set()
+    for i in first_failed(classes, [f["replica"] for f in frames]):
+        a = frames[i]["atoms"]
+        if not np.isfinite(sigmas[i]) or not np.all(np.isfinite(a.positions)):
+            continue
+        if closest_pair(Configuration.from_atoms(a), select.stop_frame_min_distance) is None:
+            out.add(int(i))
+    return out
 
 
 def _explore(config, run_dir, k, model_path, structures, progress) -> dict:
@@ -457,12 +476,14 @@ def _explore(config, run_dir, k, model_path, structures, progress) -> dict:
     maxes = [r["sigma_max_eV_A"] for r in runs if r["sigma_max_eV_A"] is not None]
     rec = {"n_frames": sum(r["n_frames"] for r in runs), "n_accurate": sum(r["n_accurate"] for r in runs),
            "n_candidates": sum(r["n_candidate"] for r in runs), "n_failed_frames": sum(r["n_failed"] for r in runs),
+           "n_stop_frames": sum(r.get("n_stop_frames", 0) for r in runs),
            "n_blowups": sum(len(r["blowups"]) for r in runs),
            "sigma_max_eV_A": max(maxes) if maxes else None,
            "sigma_mean_eV_A": sum(r["sigma_sum_eV_A"] for r in runs) / n_finite if n_finite else None,
            "runs": runs, "wall_s": time.monotonic() - t0}
     _say(progress, f"iteration {k}: {rec['n_frames']} frames: {rec['n_accurate']} accurate, {rec['n_candidates']} "
-         f"candidates, {rec['n_failed_frames']} above sigma_hi" + (f", {rec['n_blowups']} blow-ups" if rec["n_blowups"] else ""))
+         f"candidates, {rec['n_failed_frames']} above sigma_hi"
+         + (f" ({rec['n_stop_frames']} stop frames to label)" if config.select.stop_frames else "") + (f", {rec['n_blowups']} blow-ups" if rec["n_blowups"] else ""))
     return rec
 
 
@@ -472,19 +493,27 @@ def _select(config, run_dir, k, n_max, progress) -> dict:
     t0 = time.monotonic()
     s = config.select
     candidates = _read_frames(os.path.join(_iter_dir(run_dir, k), "explore", "candidates.xyz"))
-    sig = np.array([float(a.info["max_force_std"]) for a in candidates], np.float64)
-    features = (structure_descriptors(candidates, cutoff=s.descriptor_cutoff)
-                if s.method == "fps" and candidates else None)
-    idx = select_batch(sig, n_max, features=features, method=s.method, pool_size=s.pool_size,
-                       seed=int(np.random.SeedSequence([config.seed, k]).generate_state(1)[0]))
-    selected = [candidates[i] for i in idx]
+    seed = int(np.random.SeedSequence([config.seed, k]).generate_state(1)[0])
+    selected = []
+    stop = [a for a in candidates if bool(a.info.get("al_stop_frame", False))]  # first (SelectConfig.stop_frames)
+    window = [a for a in candidates if not bool(a.info.get("al_stop_frame", False))]
+    for pool in (stop, window):
+        n = n_max - len(selected)
+        if n <= 0 or not pool:
+            continue
+        sig = np.array([float(a.info["max_force_std"]) for a in pool], np.float64)
+        features = structure_descriptors(pool, cutoff=s.descriptor_cutoff) if s.method == "fps" else None
+        idx = select_batch(sig, n, features=features, method=s.method, pool_size=s.pool_size, seed=seed)
+        selected.extend(pool[i] for i in idx)
     _write_frames(os.path.join(_iter_dir(run_dir, k), "selected.xyz"), selected)
     by = {}
     for a in selected:
         by[a.info.get("al_structure", "?")] = by.get(a.info.get("al_structure", "?"), 0) + 1
+    n_stop = sum(bool(a.info.get("al_stop_frame", False)) for a in selected)
     _say(progress, f"iteration {k}: selected {len(selected)} of {len(candidates)} candidates ({s.method}"
-         + (": " + ", ".join(f"{n} {name}" for name, n in sorted(by.items())) if by else "") + ")")
-    return {"n_selected": len(selected), "by_structure": by, "wall_s": time.monotonic() - t0}
+         + (": " + ", ".join(f"{n} {name}" for name, n in sorted(by.items())) if by else "")
+         + (f"; {n_stop} stop frames above sigma_hi" if stop else "") + ")")
+    return {"n_selected": len(selected), "n_stop_frames": n_stop, "by_structure": by, "wall_s": time.monotonic() - t0}
 
 
 def _label(config, run_dir, k, progress) -> dict:
@@ -647,7 +676,7 @@ def run_active(config: ActiveConfig, output_dir=None, *, progress: bool = True) 
                 _write_report(run_dir, state.data, plot=True)
             if reason is None:
                 ex = state.done(k, "explore")
-                if ex["n_candidates"] == 0:
+                if ex["n_candidates"] == 0 and not ex.get("n_stop_frames", 0):
                     reason = "converged" if ex["n_failed_frames"] == 0 else "no_candidates"
             if reason is not None:
                 return _finish(config, run_dir, state, k, reason, progress)

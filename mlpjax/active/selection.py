@@ -9,6 +9,9 @@ Pure functions over arrays (no state, no I/O), used by :mod:`mlpjax.active.loop`
   ``sigma_lo < σ ≤ sigma_hi`` → ``"candidate"``, ``σ > sigma_hi`` (or not finite) →
   ``"failed"`` (so far outside the training data that the frame is probably unphysical: an MD
   step of a model that has already gone wrong; labelling it would teach the model nonsense).
+* :func:`first_failed` — each replica's first frame above the window (where its MD stopped):
+  labelled ahead of the candidates with ``select.stop_frames`` (see
+  :class:`mlpjax.active.SelectConfig` for when that is needed).
 * :func:`top_k` — the k largest σ.
 * :func:`farthest_point_sampling` — greedy farthest-point sampling in a feature space: each
   next pick is the point farthest (Euclidean) from everything picked so far, so a batch covers
@@ -149,6 +152,26 @@ def standardize(features) -> np.ndarray:
     sd = x.std(axis=0)
     sd = np.where(sd > 1e-12 * max(1.0, float(np.abs(x).max(initial=0.0))), sd, 1.0)
     return (x - x.mean(axis=0)) / sd
+
+
+def first_failed(classes, replicas) -> np.ndarray:
+    """Index of each replica's first ``"failed"`` frame (where its uncertainty check stopped it).
+
+    Args:
+      classes: [n] trust-window classes (:func:`classify`) of the recorded frames, in time order
+        within each replica.
+      replicas: [n] the replica each frame belongs to.
+    Returns the indices, in ascending order; replicas that never left the window have none.
+    """
+    classes, replicas = np.asarray(classes), np.asarray(replicas)
+    if classes.shape != replicas.shape:
+        raise ValueError(f"{classes.size} classes for {replicas.size} replica ids")
+    out, seen = [], set()
+    for i, (c, r) in enumerate(zip(classes, replicas)):
+        if c == "failed" and r not in seen:
+            seen.add(r)
+            out.append(i)
+    return np.asarray(out, dtype=np.int64)
 
 
 def select_batch(max_force_std, n: int, *, features=None, method: str = "fps", pool_size: int | None = None,

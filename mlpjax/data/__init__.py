@@ -13,7 +13,7 @@ Everything in a :class:`Configuration` is in mlpjax's internal units (eV, Å);
 readers convert at the boundary through :mod:`mlpjax.units`.
 """
 
-from mlpjax.data.configuration import Configuration, DataError
+from mlpjax.data.configuration import Configuration, DataError, closest_pair
 from mlpjax.data.dataset import DatasetStatistics, fit_reference_energies, species_in, split, statistics
 from mlpjax.data.emt import EMT_CU_LATTICE, EMT_CU_LIQUID_TEMPERATURES, EMT_CU_LIQUID_VOLUME, emt_cu
 from mlpjax.data.readers import read, read_structure, write_extxyz
@@ -28,6 +28,7 @@ __all__ = [
     "EMT_CU_LIQUID_VOLUME",
     "UnitProblem",
     "check_units",
+    "closest_pair",
     "emt_cu",
     "fit_reference_energies",
     "read",

@@ -143,6 +143,21 @@ def _padded_box(conf: Configuration) -> np.ndarray:
     return cell
 
 
+def closest_pair(conf: Configuration, within: float) -> tuple[float, int, int, tuple[int, int, int]] | None:
+    """The closest pair of atoms (periodic images included) nearer than ``within`` Å, or None.
+
+    Returns ``(distance Å, i, j, image shift)``; ``i == j`` is an atom and its own image."""
+    import vesin
+
+    pbc = np.asarray(conf.pbc, dtype=bool)
+    nl = vesin.NeighborList(cutoff=float(within), full_list=False)
+    i, j, S, d = nl.compute(conf.positions, _padded_box(conf), pbc if pbc.any() else False, "ijSd")
+    if not len(d):
+        return None
+    k = int(np.argmin(d))
+    return float(d[k]), int(i[k]), int(j[k]), tuple(int(s) for s in S[k])
+
+
 def _check_structure(conf: Configuration, *, min_distance: float):
     """Atomic numbers, finite geometry, usable cell, and no two atoms closer than ``min_distance`` Å."""
     src, fr = conf.source, conf.frame
@@ -175,17 +190,13 @@ def _check_structure(conf: Configuration, *, min_distance: float):
     if pbc.any() and abs(np.linalg.det(box)) < 1e-12:
         raise DataError("periodic cell has (near) zero volume; fix the cell", source=src, frame=fr, field="cell")
     if min_distance and min_distance > 0 and conf.n_atoms > 0:
-        import vesin
-
-        nl = vesin.NeighborList(cutoff=float(min_distance), full_list=False)
-        i, j, S, d = nl.compute(conf.positions, box, pbc if pbc.any() else False, "ijSd")
-        if len(d):
-            k = int(np.argmin(d))
-            ii, jj, shift = int(i[k]), int(j[k]), tuple(int(s) for s in S[k])
+        close = closest_pair(conf, min_distance)
+        if close is not None:
+            dk, ii, jj, shift = close
             img = "" if not any(shift) else f" (periodic image shift {shift})"
             what = f"atom {ii} and its own periodic image" if ii == jj else f"atoms {ii} and {jj}"
             raise DataError(
-                f"{what} are {float(d[k]):.4g} Å apart{img}, closer than min_distance={min_distance} Å; "
+                f"{what} are {dk:.4g} Å apart{img}, closer than min_distance={min_distance} Å; "
                 "check the length units (units=), the cell, or remove the duplicate atom",
                 source=src,
                 frame=fr,
