@@ -302,3 +302,32 @@ def test_top_down_fit_recovers_a_well_depth_from_a_simulated_average(morse):
     assert abs(check - target) < 0.1 * abs(float(sim.value(mean_e, v0, sim.start(v0, seed=7))) - target)
     assert abs(D - 1.2 * D0) < 0.1 * D0, (D, D0)
     assert diffsim.effective_sample_size(jnp.ones(4) / 4) == pytest.approx(4.0)
+
+
+def test_virial_pressure_is_ase_morse_stress():
+    """−∂U/∂V of one frame equals −tr(σ)/3 of ASE's MorsePotential (the same function); a cell
+    without periodicity is refused."""
+    from ase.calculators.morse import MorsePotential
+
+    from mlpjax import units
+
+    cutoff, width = 4.5, 1.0
+    pot = pair_potential("morse", species=["Cu"], cutoff=cutoff, switch_width_A=width)
+    atoms = bulk("Cu", "fcc", a=3.5, cubic=True).repeat(3)  # compressed: positive pressure
+    atoms.rattle(0.05, seed=3)
+    cfg = MDConfig(ensemble="nvt", temperature_K=300, timestep_fs=2.0, dtype="float64", skin=0.3)
+    sim = diffsim.trajectory(pot, atoms, cfg, steps=10, record_every=5, chunk_steps=5)
+    R = sim.system.coordinates(atoms)
+    nbrs = sim.system.allocate(R)
+    p = float(diffsim.virial_pressure(sim.system, sim.engine.cast(pot.variables), R, nbrs))
+    D, ALPHA, R0 = 0.3429, 1.3588, 2.866
+    ref = atoms.copy()
+    ref.calc = MorsePotential(epsilon=D, rho0=ALPHA * R0, r0=R0, rcut1=(cutoff - width) / R0, rcut2=cutoff / R0)
+    p_ase = -np.trace(ref.get_stress(voigt=False)) / 3 / units.GPA_EV_PER_A3
+    assert p > 1.0 and p == pytest.approx(p_ase, rel=1e-9)
+    with pytest.raises(ValueError, match="periodic"):
+        mol = atoms.copy()
+        mol.pbc = False
+        mol.cell = None
+        diffsim.virial_pressure(diffsim.trajectory(pot, mol, cfg, steps=10, record_every=5, chunk_steps=5).system,
+                                pot.variables, mol.positions, None)

@@ -18,12 +18,12 @@ energy, pressure, MSD).
 """
 
 from mlpjax.diffsim.observables import (frames_of, mean_potential_energy, mean_pressure, msd, rdf, rdf_bins,
-                                        rdf_l2)
+                                        rdf_l2, virial_pressure)
 from mlpjax.diffsim.reweight import Reference, effective_sample_size, frame_energies, reweighted_average, sample_reference, weights
 from mlpjax.diffsim.trajectory import DiffTrajectory, Start, gradient_norm_vs_horizon, trajectory
 
 __all__ = [
     "DiffTrajectory", "Start", "trajectory", "gradient_norm_vs_horizon",
     "Reference", "sample_reference", "frame_energies", "reweighted_average", "weights", "effective_sample_size",
-    "rdf", "rdf_bins", "rdf_l2", "mean_potential_energy", "mean_pressure", "msd", "frames_of",
+    "rdf", "rdf_bins", "rdf_l2", "mean_potential_energy", "mean_pressure", "virial_pressure", "msd", "frames_of",
 ]

@@ -15,6 +15,9 @@ Frames from elsewhere (an ASE trajectory of the same cell) convert with ``system
   one frame at a time (``lax.map`` + ``jax.checkpoint``), so memory is O(N² · B) not O(T · N² · B).
 * :func:`mean_potential_energy` — ⟨E_pot⟩ / N [eV/atom] from records.
 * :func:`mean_pressure` — ⟨P⟩ [GPa] from records (virial + kinetic; periodic cells only).
+* :func:`virial_pressure` — one frame's configurational pressure −∂U/∂V [GPa] under given
+  parameters (the per-frame observable for reweighting a pressure: in NVT the kinetic part
+  N kT / V is a constant and needs no reweighting).
 * :func:`msd` — mean squared displacement [T] Å² from the first frame, with unwrapped motion
   (frame-to-frame minimum-image displacements summed; frames must be recorded often enough that
   no atom moves half a cell between two).
@@ -32,7 +35,8 @@ import numpy as np
 
 from mlpjax import units as _units
 
-__all__ = ["rdf", "rdf_bins", "rdf_l2", "mean_potential_energy", "mean_pressure", "msd", "frames_of"]
+__all__ = ["rdf", "rdf_bins", "rdf_l2", "mean_potential_energy", "mean_pressure", "virial_pressure", "msd",
+           "frames_of"]
 
 
 def frames_of(positions) -> jax.Array:
@@ -116,6 +120,20 @@ def mean_pressure(records):
     if "pressure" not in records:
         raise ValueError("the records carry no pressure: pressure needs a periodic cell")
     return jnp.mean(records["pressure"]) / _units.GPA_EV_PER_A3
+
+
+def virial_pressure(system, variables, R, neighbor):
+    """[] GPa, −∂U/∂V of one frame ``R`` [N, 3] (simulation coordinates) with ``variables``: the
+    pressure without its kinetic term, from the energy's derivative with respect to a uniform
+    strain of the cell (jax_md.quantity.pressure with zero kinetic energy, as the MD engine's
+    records compute the full pressure). Differentiable in ``variables``; periodic cells only.
+    Use it as ``per_frame`` of :func:`mlpjax.diffsim.reweighted_average` with ``with_params=True``."""
+    from jax_md import quantity
+
+    if not system.periodic:
+        raise ValueError("a pressure needs a periodic cell")
+    energy = functools.partial(system.energy, variables)
+    return quantity.pressure(energy, R, system.box, 0.0, neighbor=neighbor) / _units.GPA_EV_PER_A3
 
 
 def msd(system, positions):
