@@ -10,9 +10,14 @@ distribution function of EMT liquid Cu at 1,400 K (issue 16).
 2. **Fits.** A Morse potential (:func:`mlpjax.models.pair.pair_potential`, cutoff 6 Å with a 1 Å
    switch) simulated with mlpjax's jax-md engine (Langevin NVT at 1,400 K, same cell, started from
    an EMT liquid frame: a pair potential's crystal can superheat at 1,400 K) is fitted by
-   DiffTRe reweighting (:func:`mlpjax.diffsim.fit.fit_observables`: Adam on D, α, r0, step size
-   cosine-decayed from ``--lr`` to 5 % of it; a new
-   reference trajectory whenever N_eff / F < 0.6), loss = mean squared difference of the RDFs:
+   DiffTRe reweighting (:func:`mlpjax.diffsim.fit.fit_observables`: Adam on log D, log α, log r0
+   (``relative_steps``: each step a fraction of each parameter), step size cosine-decayed from
+   ``--lr`` to 5 % of it; a new reference trajectory whenever N_eff / F < 0.6), loss = mean
+   squared difference of the RDFs plus ``--pressure-weight`` × ((P − P_EMT) / 20 GPa)², P the
+   configurational pressure −∂U/∂V (:func:`mlpjax.diffsim.virial_pressure`, reweighted like the
+   RDF; EMT's from ASE's stress of the target frames). The pressure term is there because the
+   RDF of a dense liquid is set by the repulsive wall and barely constrains the well depth: the
+   first recorded run (RDF alone) reached the same RDF error with D = 0.04 and D = 0.27 eV.
    * **from a wrong start**: every parameter off by 20–25 % from Girifalco & Weizer's Cu Morse
      (D 0.3429 eV, α 1.3588 / Å, r0 2.866 Å) — D × 0.75, α × 1.25, r0 × 1.2 (``--start``);
    * **the reference fit**: the same fit started from Girifalco–Weizer itself (a direct Morse fit
@@ -25,7 +30,6 @@ Everything is cached under ``--output`` (default ``runs/fit_rdf``): the EMT targ
 table, writes ``result.json`` and ``rdf.png`` there; ``--record`` appends to benchmarks/RESULTS.md.
 
 Usage: ``python experiments/fit_rdf.py [--steps 60] [--record]`` (``--quick``: a smoke run).
-Not done yet: ``--mlp`` (fine-tuning a trained SchNet on the target RDF plus its force data).
 """
 
 from __future__ import annotations
@@ -56,11 +60,15 @@ def emt_target(out_dir: str, args) -> dict:
     path = os.path.join(out_dir, "emt_frames.npz")
     if os.path.exists(path):
         z = np.load(path)
-        return {"positions": z["positions"], "cell": z["cell"], "seconds": float(z["seconds"])}
+        if "virial_GPa" in z:
+            return {"positions": z["positions"], "cell": z["cell"], "seconds": float(z["seconds"]),
+                    "virial_GPa": z["virial_GPa"]}
     from ase import units
     from ase.calculators.emt import EMT
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    from mlpjax.units import GPA_EV_PER_A3
 
     t0 = time.perf_counter()
     atoms = cell(args.expand)
@@ -71,14 +79,16 @@ def emt_target(out_dir: str, args) -> dict:
     Langevin(atoms, dt, temperature_K=3000, friction=0.02, rng=rng).run(args.melt_steps)  # melt
     dyn = Langevin(atoms, dt, temperature_K=args.temperature, friction=0.02, rng=rng)
     dyn.run(args.equilibrate_steps)
-    frames = []
+    frames, virial = [], []
     for _ in range(args.target_frames):
         dyn.run(20)
         frames.append(atoms.get_positions(wrap=False).copy())
+        # EMT's configurational pressure −∂U/∂V of the frame (ASE's stress without the ideal-gas term)
+        virial.append(-np.trace(atoms.get_stress(voigt=False, include_ideal_gas=False)) / 3 / GPA_EV_PER_A3)
     positions = np.asarray(frames)
     seconds = time.perf_counter() - t0
-    np.savez(path, positions=positions, cell=atoms.cell.array, seconds=seconds)
-    return {"positions": positions, "cell": atoms.cell.array, "seconds": seconds}
+    np.savez(path, positions=positions, cell=atoms.cell.array, seconds=seconds, virial_GPa=np.asarray(virial))
+    return {"positions": positions, "cell": atoms.cell.array, "seconds": seconds, "virial_GPa": np.asarray(virial)}
 
 
 def main(argv=None) -> int:
@@ -87,9 +97,11 @@ def main(argv=None) -> int:
     p.add_argument("--temperature", type=float, default=1400.0, help="K")
     p.add_argument("--expand", type=float, default=1.04, help="lattice constant factor over EMT's crystal (density)")
     p.add_argument("--steps", type=int, default=60, help="optimiser steps per fit")
-    p.add_argument("--lr", type=float, default=0.02, help="Adam step (eV, 1/Å, Å)")
+    p.add_argument("--lr", type=float, default=0.03, help="Adam step on log θ (a fraction of each parameter)")
     p.add_argument("--md-steps", type=int, default=2000, help="steps of each reference trajectory (2 fs)")
     p.add_argument("--replicas", type=int, default=2)
+    p.add_argument("--pressure-weight", type=float, default=1.0,
+                   help="weight of the pressure term: loss = mean (g - g_EMT)^2 + w (dP / 20 GPa)^2 (0: the RDF alone)")
     p.add_argument("--start", type=float, nargs=3, default=(0.75, 1.25, 1.2), metavar=("D", "ALPHA", "R0"),
                    help="the wrong start: factors on Girifalco-Weizer's D, alpha, r0")
     p.add_argument("--melt-steps", type=int, default=1000)
@@ -115,6 +127,7 @@ def main(argv=None) -> int:
     from mlpjax.diffsim.fit import FitConfig, fit_observables
     from mlpjax.md import MDConfig
     from mlpjax.models.pair import pair_potential
+    from mlpjax.units import GPA_EV_PER_A3
 
     target = emt_target(args.output, args)
     atoms = cell(args.expand)
@@ -145,11 +158,22 @@ def main(argv=None) -> int:
           f"MSD after {dt_frame_ps * (len(frac) - 1):.1f} ps {msd_target[-1]:.1f} Å² (D ≈ {diff_target:.2f} Å²/ps: "
           f"{'liquid' if msd_target[-1] > 5 else 'NOT liquid'})", flush=True)
 
-    def g_of_frame(R):
-        return diffsim.rdf(system, R[None], r_max=R_MAX, n_bins=N_BINS, width=WIDTH)[1]
+    p_target = float(np.mean(target["virial_GPa"]))  # GPa, EMT's −∂U/∂V averaged over the target frames
+    half = len(frac) // 2  # the target's own sampling noise: the RDFs of its two halves
+    g_a = diffsim.rdf(system, jnp.asarray(frac[:half]), r_max=R_MAX, n_bins=N_BINS, width=WIDTH)[1]
+    g_b = diffsim.rdf(system, jnp.asarray(frac[half:]), r_max=R_MAX, n_bins=N_BINS, width=WIDTH)[1]
+    noise_l2 = float(diffsim.rdf_l2(g_a, g_b, R_MAX))
+    print(f"target: EMT configurational pressure {p_target:.2f} GPa (frame std {np.std(target['virial_GPa']):.2f}); "
+          f"RDF L2 between the target's two halves {noise_l2:.3f} (its sampling noise)", flush=True)
+    P_SCALE = 20.0  # GPa: a 1 GPa miss weighs as a 0.05 RMS miss of g
 
-    def loss(g):
-        return jnp.mean((g - g_target) ** 2)
+    def per_frame(variables, R, nbrs):  # [N_BINS + 1]: one frame's RDF and −∂U/∂V (GPa)
+        g = diffsim.rdf(system, R[None], r_max=R_MAX, n_bins=N_BINS, width=WIDTH)[1]
+        return jnp.concatenate([g, diffsim.virial_pressure(system, variables, R, nbrs)[None]])
+
+    def loss(avg):
+        g, p_vir = avg[:-1], avg[-1]
+        return jnp.mean((g - g_target) ** 2) + args.pressure_weight * ((p_vir - p_target) / P_SCALE) ** 2
 
     liquid_start = jnp.asarray(frac[0], system.dtype)  # runs start from EMT liquid frames, not the crystal
     liquid_check = jnp.asarray(frac[-1], system.dtype)  # (a pair potential's crystal may superheat at 1,400 K)
@@ -160,8 +184,11 @@ def main(argv=None) -> int:
         long = diffsim.trajectory(base, atoms, md, steps=2 * args.md_steps, record_every=record_every,
                                   chunk_steps=chunk, replicas=args.replicas)
         records, _ = long.records(variables, long.start(variables, seed=seed, positions=liquid_check))
-        g = diffsim.rdf(system, records["position"][2 * discard:], r_max=R_MAX, n_bins=N_BINS, width=WIDTH)[1]
-        return float(diffsim.rdf_l2(g, g_target, R_MAX)), np.asarray(g)
+        kept = {k: v[2 * discard:] for k, v in records.items()}
+        g = diffsim.rdf(system, kept["position"], r_max=R_MAX, n_bins=N_BINS, width=WIDTH)[1]
+        kinetic = len(atoms) * float(md.kT) / float(kept["volume"].mean()) / GPA_EV_PER_A3  # N kT / V, GPa
+        p_vir = float(diffsim.mean_pressure(kept)) - kinetic
+        return float(diffsim.rdf_l2(g, g_target, R_MAX)), np.asarray(g), p_vir
 
     def params_of(v):
         q = v.params["params"]
@@ -170,37 +197,39 @@ def main(argv=None) -> int:
     starts = {"wrong start": {k: GW[k] * f for k, f in zip(("D_eV", "alpha_per_A", "r0_A"), args.start)},
               "reference (from Girifalco-Weizer)": dict(GW)}
     cfg = FitConfig(steps=args.steps, learning_rate=args.lr, final_lr_fraction=0.05, clip_norm=None, n_eff_ratio=0.6,
-                    discard=discard)
+                    discard=discard, relative_steps=True)
     results = {}
     curves = {"target": np.asarray(g_target)}
     for k, (name, p0) in enumerate(starts.items()):
         pot = potential(**p0)
         t0 = time.perf_counter()
-        l2_0, g0 = check(pot.variables, seed=100 + k)
+        l2_0, g0, p0_vir = check(pot.variables, seed=100 + k)
 
         def say(row, name=name):
             if row["step"] % 10 == 0 or row["step"] == args.steps - 1:
                 print(f"  {name}: step {row['step']:3d} loss {row['loss']:.5f}  N_eff/F {row['n_eff_ratio']:.2f}"
                       f"{'  (new reference)' if row['new_reference'] else ''}", flush=True)
 
-        print(f"fit {name}: start {p0} (RDF L2 {l2_0:.3f})", flush=True)
-        res = fit_observables(sim, pot.variables, per_frame=g_of_frame, loss=loss, config=cfg,
+        print(f"fit {name}: start {p0} (RDF L2 {l2_0:.3f}, P_vir {p0_vir:.2f} GPa)", flush=True)
+        res = fit_observables(sim, pot.variables, per_frame=per_frame, loss=loss, config=cfg, with_params=True,
                               start=sim.start(pot.variables, seed=10 * k, positions=liquid_start), callback=say)
         best = res.best_variables
-        l2, g = check(best, seed=200 + k)
-        results[name] = {"start": p0, "start_rdf_l2": l2_0, "fitted": params_of(best), "rdf_l2": l2,
-                         "n_references": res.n_references, "seconds": time.perf_counter() - t0,
-                         "history": res.history}
+        l2, g, p_vir = check(best, seed=200 + k)
+        results[name] = {"start": p0, "start_rdf_l2": l2_0, "start_virial_GPa": p0_vir, "fitted": params_of(best),
+                         "rdf_l2": l2, "virial_GPa": p_vir, "n_references": res.n_references,
+                         "seconds": time.perf_counter() - t0, "history": res.history}
         curves[f"start: {name}"], curves[f"fitted: {name}"] = g0, g
-        print(f"  -> {params_of(best)}; RDF L2 {l2_0:.3f} -> {l2:.3f} (fresh run); {res.n_references} reference "
-              f"runs; {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"  -> {params_of(best)}; RDF L2 {l2_0:.3f} -> {l2:.3f}, P_vir {p0_vir:.2f} -> {p_vir:.2f} GPa "
+              f"(EMT {p_target:.2f}; fresh run); {res.n_references} reference runs; {time.perf_counter() - t0:.0f} s",
+              flush=True)
 
     rows = []
     for name, res in results.items():
         f = res["fitted"]
         rows.append([name, f"{res['start']['D_eV']:.4f} / {res['start']['alpha_per_A']:.4f} / {res['start']['r0_A']:.4f}",
                      f"{f['D_eV']:.4f} / {f['alpha_per_A']:.4f} / {f['r0_A']:.4f}", round(res["start_rdf_l2"], 4),
-                     round(res["rdf_l2"], 4), res["n_references"], round(res["seconds"])])
+                     round(res["rdf_l2"], 4), f"{res['start_virial_GPa']:.2f} → {res['virial_GPa']:.2f}",
+                     res["n_references"], round(res["seconds"])])
     ref_name, wrong = list(results)[1], results[list(results)[0]]
     dev = {k: 100 * (wrong["fitted"][k] / results[ref_name]["fitted"][k] - 1) for k in GW}
     elapsed = time.perf_counter() - t_start
@@ -208,14 +237,16 @@ def main(argv=None) -> int:
     from _common import append_results, environment, markdown_table
 
     table = markdown_table(["fit", "start D (eV) / α (1/Å) / r0 (Å)", "fitted D / α / r0", "start RDF L2",
-                            "fitted RDF L2 (fresh run)", "reference runs", "s"], rows)
+                            "fitted RDF L2 (fresh run)", f"−∂U/∂V start → fitted (GPa; EMT {p_target:.2f})",
+                            "reference runs", "s"], rows)
     summary = (f"wrong start vs reference fit: D {dev['D_eV']:+.1f} %, α {dev['alpha_per_A']:+.1f} %, "
-               f"r0 {dev['r0_A']:+.1f} %; RDF L2 of the wrong start's fit {wrong['rdf_l2']:.3f} (target < 0.05); "
+               f"r0 {dev['r0_A']:+.1f} %; RDF L2 of the wrong start's fit {wrong['rdf_l2']:.3f} (target < 0.05; the "
+               f"target's own half-vs-half noise {noise_l2:.3f}); pressure weight {args.pressure_weight:g}; "
                f"total {elapsed:.0f} s")
     print(table)
     print(summary)
     out = {"environment": environment(), "args": vars(args), "target": {"frames": len(frac), "msd_A2": float(msd_target[-1]),
-           "diffusion_A2_per_ps": float(diff_target)}, "fits": results, "summary": summary, "seconds": elapsed,
+           "diffusion_A2_per_ps": float(diff_target), "virial_GPa": p_target, "half_vs_half_rdf_l2": noise_l2}, "fits": results, "summary": summary, "seconds": elapsed,
            "r_A": np.asarray(r).tolist(), "curves": {k: np.asarray(v).tolist() for k, v in curves.items()}}
     with open(os.path.join(args.output, "result.json"), "w") as fh:
         json.dump(out, fh, indent=1, default=float)
@@ -240,7 +271,7 @@ def main(argv=None) -> int:
         pass
     if args.record and not args.quick:
         cmd = "python experiments/fit_rdf.py" + " ".join(
-            f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("steps", "lr", "md_steps", "replicas"))
+            f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("steps", "lr", "md_steps", "replicas", "pressure_weight"))
         append_results("Morse fitted to the RDF of EMT liquid Cu by differentiable simulation (DiffTRe)",
                        f"`{cmd}` — target: {len(frac)} EMT frames, 256 atoms, {args.temperature:g} K, "
                        f"MSD {msd_target[-1]:.1f} Å² over {dt_frame_ps * (len(frac) - 1):.1f} ps.\n\n{table}\n\n**{summary}**\n")

@@ -304,6 +304,29 @@ def test_top_down_fit_recovers_a_well_depth_from_a_simulated_average(morse):
     assert diffsim.effective_sample_size(jnp.ones(4) / 4) == pytest.approx(4.0)
 
 
+def test_relative_steps_move_each_parameter_by_a_fraction(morse):
+    """FitConfig(relative_steps=True): Adam on log θ, so its first step (±lr in φ = log θ) moves D by
+    exactly a factor e^{±lr}, upward toward a deeper target well; frozen parameters stay put."""
+    from mlpjax.diffsim.fit import FitConfig, fit_observables
+
+    cfg = MDConfig(ensemble="nvt", temperature_K=600, timestep_fs=4.0, dtype="float64", skin=0.3, friction_per_ps=10.0)
+    sim = diffsim.trajectory(morse, _cu(), cfg, steps=200, record_every=5, chunk_steps=50, replicas=2)
+    v0 = morse.variables
+    D0 = float(v0.params["params"]["D"][0, 0])
+    target = -1.2 * D0 * 6  # eV/atom: deeper than the start's ⟨E⟩/N (the fcc Morse crystal: ≈ −6 D per atom)
+
+    def per_frame(vv, R_, nb):
+        return sim.system.energy(vv, R_, neighbor=nb) / N
+
+    res = fit_observables(sim, v0, per_frame=per_frame, loss=lambda e: (e - target) ** 2,
+                          config=FitConfig(steps=1, learning_rate=0.05, relative_steps=True, discard=20,
+                                           freeze=("params/alpha", "params/r0")),
+                          start=sim.start(v0, seed=6), with_params=True)
+    q0, q1 = v0.params["params"], res.variables.params["params"]
+    assert float(q1["D"][0, 0]) / D0 == pytest.approx(np.exp(0.05), rel=1e-6)
+    assert float(q1["alpha"][0, 0]) == float(q0["alpha"][0, 0]) and float(q1["r0"][0, 0]) == float(q0["r0"][0, 0])
+
+
 def test_virial_pressure_is_ase_morse_stress():
     """−∂U/∂V of one frame equals −tr(σ)/3 of ASE's MorsePotential (the same function); a cell
     without periodicity is refused."""

@@ -10,7 +10,11 @@ Each optimiser step: the reweighted average ⟨O⟩_θ of ``per_frame`` over the
 trajectory, the loss of it, and its gradient (plus, for **combined** training, ``extra_loss(θ)``
 — e.g. the energy/force loss of the original training data, the bottom-up term — weighted by
 ``config.extra_weight``); the update is optax Adam (or plain gradient descent) with global-norm clipping on the fields of
-:class:`~mlpjax.potential.PotentialParams` named in ``config.trainable``. A new reference
+:class:`~mlpjax.potential.PotentialParams` named in ``config.trainable``. With
+``config.relative_steps`` the optimiser works on φ = log|θ| (gradient θ ⊙ ∂L/∂θ, update
+θ ← θ · exp(Δφ)): every step is a fraction of each parameter, so parameters in different units (a
+well depth of 0.3 eV, an equilibrium distance of 3 Å) move at the same relative rate and none
+changes sign — what a few-parameter physical potential needs; a parameter that is exactly 0 stays 0. A new reference
 trajectory (continuing the last one's end state, its first ``config.discard`` records dropped)
 is run with the current parameters whenever N_eff / F < ``config.n_eff_ratio`` — the DiffTRe
 recipe, which keeps the estimator's variance bounded without a trajectory per step.
@@ -50,6 +54,7 @@ class FitConfig:
     trainable: tuple = ("params",)  # PotentialParams fields that are fitted
     freeze: tuple = ()  # parameter-path patterns (as mlpjax train --freeze, e.g. "params/alpha") kept fixed
     extra_weight: float = 1.0  # weight of extra_loss (combined bottom-up + top-down training)
+    relative_steps: bool = False  # optimise log|θ| (steps are fractions of each parameter; signs kept)
 
     def __post_init__(self):
         if self.steps < 0:
@@ -145,8 +150,13 @@ def fit_observables(sim, variables, *, per_frame: Callable, loss: Callable, conf
                                      "lower the learning rate or check that the simulation is stable")
         if float(total) < best[0]:
             best = (float(total), variables)
-        updates, opt_state = opt.update(grads, opt_state, part)
-        variables = merge(variables, optax.apply_updates(part, updates))
+        if config.relative_steps:  # Adam on φ = log|θ|: ∂L/∂φ = θ ∂L/∂θ, θ ← θ exp(Δφ)
+            grads = jax.tree_util.tree_map(lambda g, t: g * t, grads, part)
+            updates, opt_state = opt.update(grads, opt_state, part)
+            variables = merge(variables, jax.tree_util.tree_map(lambda t, u: t * jnp.exp(u), part, updates))
+        else:
+            updates, opt_state = opt.update(grads, opt_state, part)
+            variables = merge(variables, optax.apply_updates(part, updates))
         row = {"step": step, "loss": float(total), "top_down": float(top), "extra": float(extra),
                "n_eff": float(n_eff), "n_eff_ratio": float(n_eff) / n_frames, "new_reference": resampled,
                "grad_norm": gnorm, "seconds": time.perf_counter() - t0}
