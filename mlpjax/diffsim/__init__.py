@@ -15,15 +15,19 @@ potential's parameters. Two estimators of its gradient:
 
 :mod:`mlpjax.diffsim.observables` holds the differentiable observables (smooth-kernel RDF, mean
 energy, pressure, MSD).
+:mod:`mlpjax.diffsim.sensitivity` says which parameter groups one observable's gradient depends on
+(:func:`sensitivity`, :func:`format_sensitivity`).
 """
 
 from mlpjax.diffsim.observables import (frames_of, mean_potential_energy, mean_pressure, msd, rdf, rdf_bins,
                                         rdf_l2, virial_pressure)
 from mlpjax.diffsim.reweight import Reference, effective_sample_size, frame_energies, reweighted_average, sample_reference, weights
 from mlpjax.diffsim.trajectory import DiffTrajectory, Start, gradient_norm_vs_horizon, trajectory
+from mlpjax.diffsim.sensitivity import GroupSensitivity, format_sensitivity, sensitivity
 
 __all__ = [
     "DiffTrajectory", "Start", "trajectory", "gradient_norm_vs_horizon",
     "Reference", "sample_reference", "frame_energies", "reweighted_average", "weights", "effective_sample_size",
     "rdf", "rdf_bins", "rdf_l2", "mean_potential_energy", "mean_pressure", "virial_pressure", "msd", "frames_of",
 ]
+__all__ += ["sensitivity", "format_sensitivity", "GroupSensitivity"]
