@@ -19,7 +19,12 @@ distribution function of EMT liquid Cu at 1,400 K (issue 16).
    RDF of a dense liquid is set by the repulsive wall and barely constrains the well depth: the
    first recorded run (RDF alone) reached the same RDF error with D = 0.04 and D = 0.27 eV.
    * **from a wrong start**: every parameter off by 20–25 % from Girifalco & Weizer's Cu Morse
-     (D 0.3429 eV, α 1.3588 / Å, r0 2.866 Å) — D × 0.75, α × 1.25, r0 × 1.2 (``--start``);
+     (D 0.3429 eV, α 1.3588 / Å, r0 2.866 Å) — D × 0.75, α × 1.25, r0 × 0.8 (``--start``). Not
+     r0 × 1.2 (the first recorded run's start): at this density that potential jams the liquid at
+     ~630 GPa and +11 eV/atom into glassy states that differ per replica (mean U/N 10.65 vs 11.27
+     eV/atom, 160 eV ≫ kT apart), so the frames are not one canonical ensemble and the reweighted
+     gradient is dominated by the gap between replicas (dP/dD = −19,000 GPa/eV against the direct
+     +2,490): reweighting needs an ergodic reference, and the fit then walks the wrong way;
    * **the reference fit**: the same fit started from Girifalco–Weizer itself (a direct Morse fit
      to EMT's RDF from a physical starting point): the parameters the wrong start should recover.
 3. **Check.** Each fitted potential is simulated again from scratch (other seeds, longer) and its
@@ -102,14 +107,23 @@ def main(argv=None) -> int:
     p.add_argument("--replicas", type=int, default=2)
     p.add_argument("--pressure-weight", type=float, default=1.0,
                    help="weight of the pressure term: loss = mean (g - g_EMT)^2 + w (dP / 20 GPa)^2 (0: the RDF alone)")
-    p.add_argument("--start", type=float, nargs=3, default=(0.75, 1.25, 1.2), metavar=("D", "ALPHA", "R0"),
+    p.add_argument("--start", type=float, nargs=3, default=(0.75, 1.25, 0.8), metavar=("D", "ALPHA", "R0"),
                    help="the wrong start: factors on Girifalco-Weizer's D, alpha, r0")
     p.add_argument("--melt-steps", type=int, default=1000)
     p.add_argument("--equilibrate-steps", type=int, default=1000)
     p.add_argument("--target-frames", type=int, default=150)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke run: short trajectories, 3 steps")
+    p.add_argument("--verbose", action="store_true", help="print every optimiser step")
     p.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
+    p.add_argument("--mlp", action="store_true",
+                   help="fine-tune a trained SchNet on the RDF plus its force data instead (experiments/fit_rdf_mlp.py)")
+    args, _ = p.parse_known_args(argv)
+    if args.mlp:
+        sys.path.insert(0, HERE)
+        from fit_rdf_mlp import main as mlp_main
+
+        return mlp_main(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.md_steps, args.melt_steps, args.equilibrate_steps, args.target_frames = 3, 200, 100, 100, 10
@@ -206,13 +220,19 @@ def main(argv=None) -> int:
         l2_0, g0, p0_vir = check(pot.variables, seed=100 + k)
 
         def say(row, name=name):
-            if row["step"] % 10 == 0 or row["step"] == args.steps - 1:
-                print(f"  {name}: step {row['step']:3d} loss {row['loss']:.5f}  N_eff/F {row['n_eff_ratio']:.2f}"
+            if args.verbose or row["step"] % 10 == 0 or row["step"] == args.steps - 1:
+                print(f"  {name}: step {row['step']:3d} loss {row['loss']:.5f} (RDF+P {row['top_down']:.5f}) "
+                      f"N_eff/F {row['n_eff_ratio']:.2f}"
                       f"{'  (new reference)' if row['new_reference'] else ''}", flush=True)
 
         print(f"fit {name}: start {p0} (RDF L2 {l2_0:.3f}, P_vir {p0_vir:.2f} GPa)", flush=True)
+        # equilibrate the start potential first (one reference length, discarded): a wrong potential
+        # started from an EMT liquid frame is far from its own equilibrium (the wrong start: ~10^4 K
+        # and +13 eV/atom in its first 80 fs), and reweighting needs canonical samples
+        _, start = sim.records(sim.engine.cast(pot.variables),
+                               sim.start(pot.variables, seed=10 * k, positions=liquid_start))
         res = fit_observables(sim, pot.variables, per_frame=per_frame, loss=loss, config=cfg, with_params=True,
-                              start=sim.start(pot.variables, seed=10 * k, positions=liquid_start), callback=say)
+                              start=start, callback=say)
         best = res.best_variables
         l2, g, p_vir = check(best, seed=200 + k)
         results[name] = {"start": p0, "start_rdf_l2": l2_0, "start_virial_GPa": p0_vir, "fitted": params_of(best),
