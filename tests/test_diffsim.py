@@ -354,3 +354,21 @@ def test_virial_pressure_is_ase_morse_stress():
         mol.cell = None
         diffsim.virial_pressure(diffsim.trajectory(pot, mol, cfg, steps=10, record_every=5, chunk_steps=5).system,
                                 pot.variables, mol.positions, None)
+
+
+def test_replicas_stuck_in_different_states_are_flagged():
+    """Reweighting needs one canonical ensemble: replicas whose mean energies differ by ≫ the
+    frame-to-frame spread (the jammed Morse liquid of experiments/fit_rdf.py: 160 eV apart, 80×
+    the spread) warn; replicas that agree within their noise do not."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    kT = 0.12
+    same = rng.normal(-500.0, 2.0, size=(40, 2))  # [T, R] eV
+    stuck = same + np.array([0.0, 160.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        diffsim.check_replicas_agree(same, kT)
+        diffsim.check_replicas_agree(stuck[:, :1], kT)  # one replica: nothing to compare
+    with pytest.warns(diffsim.NonErgodicReferenceWarning, match="differ by 160"):
+        diffsim.check_replicas_agree(stuck, kT)

@@ -21,13 +21,14 @@ energy, pressure, MSD).
 
 from mlpjax.diffsim.observables import (frames_of, mean_potential_energy, mean_pressure, msd, rdf, rdf_bins,
                                         rdf_l2, virial_pressure)
-from mlpjax.diffsim.reweight import Reference, effective_sample_size, frame_energies, reweighted_average, sample_reference, weights
+from mlpjax.diffsim.reweight import (NonErgodicReferenceWarning, Reference, check_replicas_agree,
+                                     effective_sample_size, frame_energies, reweighted_average, sample_reference, weights)
 from mlpjax.diffsim.trajectory import DiffTrajectory, Start, gradient_norm_vs_horizon, trajectory
 from mlpjax.diffsim.sensitivity import GroupSensitivity, format_sensitivity, sensitivity
 
 __all__ = [
     "DiffTrajectory", "Start", "trajectory", "gradient_norm_vs_horizon",
-    "Reference", "sample_reference", "frame_energies", "reweighted_average", "weights", "effective_sample_size",
+    "Reference", "NonErgodicReferenceWarning", "check_replicas_agree", "sample_reference", "frame_energies", "reweighted_average", "weights", "effective_sample_size",
     "rdf", "rdf_bins", "rdf_l2", "mean_potential_energy", "mean_pressure", "virial_pressure", "msd", "frames_of",
 ]
 __all__ += ["sensitivity", "format_sensitivity", "GroupSensitivity"]

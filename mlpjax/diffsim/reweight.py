@@ -39,7 +39,7 @@ import numpy as np
 from mlpjax.cache import compiled
 from mlpjax.diffsim.observables import frames_of
 
-__all__ = ["Reference", "sample_reference", "frame_energies", "reweighted_average", "weights", "effective_sample_size"]
+__all__ = ["Reference", "NonErgodicReferenceWarning", "check_replicas_agree", "sample_reference", "frame_energies", "reweighted_average", "weights", "effective_sample_size"]
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["positions", "energies", "kT", "nbrs"],
@@ -104,11 +104,36 @@ def sample_reference(sim, variables, start, *, discard: int = 0):
     records, end = sim.records(variables, start)
     if discard >= sim.n_records:
         raise ValueError(f"discard ({discard}) leaves no frame of the {sim.n_records} records")
+    check_replicas_agree(np.asarray(records["epot"][discard:]), float(sim.config.kT))
     positions = frames_of(records["position"][discard:])
     nbrs, energies = _list_for_frames(sim.system, variables, positions)
     ref = Reference(positions=positions, energies=energies, kT=jnp.asarray(sim.config.kT, positions.dtype), nbrs=nbrs,
                     system=sim.system)
     return ref, end
+
+
+class NonErgodicReferenceWarning(RuntimeWarning):
+    """The replicas of a reference run sample different states (see :func:`sample_reference`)."""
+
+
+def check_replicas_agree(epot, kT: float, *, ratio: float = 5.0) -> None:
+    """Warn when the replicas' mean energies differ by more than ``ratio`` × the frame-to-frame
+    spread: the frames are then not samples of one canonical ensemble (each replica is stuck in its
+    own state: a glass, a jammed or a phase-separated cell), the reweighting covariances are
+    dominated by the gap between replicas, and the gradient can point the wrong way (measured in
+    experiments/fit_rdf.py: a Morse potential that jams liquid Cu at 630 GPa gave dP/dD of the
+    wrong sign). ``epot`` [T, R] eV."""
+    if epot.ndim != 2 or epot.shape[1] < 2 or epot.shape[0] < 2:
+        return
+    means, spread = epot.mean(axis=0), float(np.sqrt(np.mean(epot.var(axis=0))))
+    gap = float(means.max() - means.min())
+    if spread > 0 and gap > ratio * spread:
+        import warnings
+
+        warnings.warn(f"the reference run's replicas sample different states: their mean energies differ by "
+                      f"{gap:.4g} eV ({gap / kT:.3g} kT, {gap / spread:.3g}x the frame-to-frame spread); reweighted "
+                      "averages and gradients over these frames are dominated by that gap (equilibrate longer, "
+                      "check the potential, or use one replica)", NonErgodicReferenceWarning, stacklevel=3)
 
 
 def frame_energies(variables, ref: Reference):
