@@ -25,10 +25,6 @@ from mlpjax.active.selection import (classify, farthest_point_sampling, select_b
 from mlpjax.cli import main
 from mlpjax.config import ConfigError
 
-# one worker runs this module (pytest -n 2 --dist loadgroup): its module-scoped fixtures (compiled or
-# trained models, subprocess runs) are built once, not once per worker
-pytestmark = pytest.mark.xdist_group("test_active")
-
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
 A_CU = 3.59

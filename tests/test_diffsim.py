@@ -22,10 +22,6 @@ from mlpjax.md import MDConfig
 from mlpjax.models.pair import pair_potential
 from mlpjax.potential import Potential
 
-# one worker runs this module (pytest -n 2 --dist loadgroup): its module-scoped fixtures (compiled or
-# trained models, subprocess runs) are built once, not once per worker
-pytestmark = pytest.mark.xdist_group("test_diffsim")
-
 N = 32
 
 

@@ -25,10 +25,6 @@ from mlpjax.models.pair import pair_potential
 from mlpjax.potential import Potential, parameter_paths
 from mlpjax.units import BOLTZMANN_EV_PER_K
 
-# one worker runs this module (pytest -n 2 --dist loadgroup): its module-scoped fixtures (compiled or
-# trained models, subprocess runs) are built once, not once per worker
-pytestmark = pytest.mark.xdist_group("test_diffsim_sensitivity")
-
 A = 3.61  # Å, fcc lattice constant of the test cells (2×2×2 cubic: 32 atoms, 7.22 Å box)
 
 

@@ -14,10 +14,6 @@ from mlpjax.ensemble import Ensemble, from_potential, head_paths, parameter_path
 from mlpjax.potential import Potential, load
 from mlpjax.validate.metrics import predict_dataset
 
-# one worker runs this module (pytest -n 2 --dist loadgroup): its module-scoped fixtures (compiled or
-# trained models, subprocess runs) are built once, not once per worker
-pytestmark = pytest.mark.xdist_group("test_ensemble")
-
 TINY = {"features": 8, "interactions": 2, "num_rbf": 6}
 
 

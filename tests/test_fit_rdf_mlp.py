@@ -16,10 +16,6 @@ import pytest
 
 from conftest import emt_cu_frames
 
-# one worker runs this module (pytest -n 2 --dist loadgroup): its module-scoped fixtures (compiled or
-# trained models, subprocess runs) are built once, not once per worker
-pytestmark = pytest.mark.xdist_group("test_fit_rdf_mlp")
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXPERIMENTS = os.path.join(HERE, "..", "experiments")
 TINY = {"features": 8, "interactions": 1, "num_rbf": 8, "filter_hidden": 8}

@@ -23,10 +23,6 @@ from mlpjax.md import MDConfig, MDInstabilityError, simulate
 from mlpjax.potential import Potential
 from mlpjax.replicas import ReplicaInstabilityError, replica_paths, simulate_replicas
 
-# one worker runs this module (pytest -n 2 --dist loadgroup): its module-scoped fixtures (compiled or
-# trained models, subprocess runs) are built once, not once per worker
-pytestmark = pytest.mark.xdist_group("test_replicas")
-
 SMALL = {"features": 16, "interactions": 2, "num_rbf": 8, "filter_hidden": 16}
 SAME = 1e-10  # Å, Å/ASE-time: a replica against its single run in float64
 

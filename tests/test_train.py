@@ -17,10 +17,6 @@ from mlpjax.config import TrainConfig, config_from_dict, dump_config, load_confi
 from mlpjax.training import load_checkpoint, potential_from_checkpoint, prepare_potential, train
 from mlpjax.validate import predict_dataset
 
-# one worker runs this module (pytest -n 2 --dist loadgroup): its module-scoped fixtures (compiled or
-# trained models, subprocess runs) are built once, not once per worker
-pytestmark = pytest.mark.xdist_group("test_train")
-
 TINY = dict(features=8, interactions=1, num_rbf=8, filter_hidden=8)
 
 
