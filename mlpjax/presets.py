@@ -12,7 +12,7 @@ Every model has
   Sized for small molecules: the triplet/angular capacities (``max_neighbors``) of DimeNet++,
   BPNN and ANI hold 12 neighbours within the cutoff, so dense systems need a larger
   ``max_neighbors`` (an overflow makes the energy NaN and training stops, never a silent drop).
-  The classical pair potentials (``morse``, ``lj``: a few parameters per species pair, no size
+  The classical pair potentials (``morse``, ``lj``, ``morse_spline``: a few parameters per species pair, no size
   to choose) have only ``default``.
 
 and MACE and NequIP also
@@ -130,6 +130,7 @@ _DEFAULT_SUMMARY = {
     "gap": "SOAP 8/4, σ 0.5 Å, ζ 4, 500 sparse points per element (QUIP has no defaults)",
     "morse": "Morse pair potential, Girifalco-Weizer Cu (D 0.3429 eV, α 1.3588 1/Å, r0 2.866 Å) for every pair",
     "lj": "Lennard-Jones pair potential, Halicioglu-Pound Cu (ε 0.4093 eV, σ 2.338 Å) for every pair",
+    "morse_spline": "Girifalco-Weizer Cu Morse plus a 12-knot cubic B-spline correction (0 at the start) for every pair",
 }
 
 

@@ -79,6 +79,9 @@ TINY_CONFIGS: dict[str, dict] = {
     # Cu defaults would give ~1e2 eV/Å (Morse) and ~1e6 eV/Å (LJ) in ethanol); both reach the cutoff
     "morse": {"D_eV": 0.5, "alpha_per_A": 1.2, "r0_A": 1.8, "switch_width_A": 1.0},
     "lj": {"epsilon_eV": 2.0, "sigma_A": 0.9, "switch_width_A": 0.75},
+    # knots 1-3.5 Å (h 0.5 Å): the correction acts on ethanol's bonds and Cu's first two shells
+    "morse_spline": {"D_eV": 0.5, "alpha_per_A": 1.2, "r0_A": 1.8, "switch_width_A": 1.0, "knots": 6,
+                     "knot_min_A": 1.0},
 }
 # Freshly initialised networks are nearly geometry-independent (forces ~1e-3 eV/Å),
 # which would make symmetry tests weak; their parameters are multiplied by this
@@ -128,6 +131,9 @@ def _base_potential(name: str, species: tuple = SPECIES, seed: int = 0) -> Poten
         structures = [config(a) for a in fit if set(a.numbers) <= set(species)]
         if structures:
             params = hook(pot.replace(params=params), params, to_graphs(structures, species, CUTOFF))
+    if name == "morse_spline":  # the correction starts at 0: random coefficients (±0.1 eV) exercise it
+        spline = params["params"]["spline"]
+        params = {**params, "params": {**params["params"], "spline": 0.1 * jax.random.normal(jax.random.PRNGKey(seed + 1), spline.shape)}}
     if name == "gap":  # fitted weights are data-dependent; random ones exercise the same functional form
         alpha = params["params"]["alpha"]
         params = {**params, "params": {**params["params"], "alpha": jax.random.normal(jax.random.PRNGKey(seed + 1), alpha.shape)}}

@@ -102,7 +102,7 @@ def _numpy_pair_energies(atoms, species, tables, cutoff, width, phi):
     i, j, d = neighbor_list("ijd", atoms, cutoff)
     idx = np.array([species.index(z) for z in atoms.numbers])
     a, b = idx[i], idx[j]
-    p = {k: 0.5 * (t + t.T)[a, b] for k, t in tables.items()}
+    p = {k: 0.5 * (t + np.swapaxes(t, 0, 1))[a, b] for k, t in tables.items()}
     return np.bincount(i, weights=0.5 * phi(d, p) * fcut(d, cutoff - width, cutoff), minlength=len(atoms))
 
 
@@ -110,7 +110,7 @@ def _with_tables(pot, tables):
     return pot.replace(params={"params": {k: jnp.asarray(v) for k, v in tables.items()}})
 
 
-@pytest.mark.parametrize("name", ["morse", "lj"])
+@pytest.mark.parametrize("name", ["morse", "lj", "morse_spline"])
 def test_species_pair_parameters_against_numpy(name):
     """Three species, a different (and non-symmetric) table for every parameter: per-atom energies
     match an independent numpy sum over ASE's neighbour list with each pair's symmetrised value,
@@ -120,12 +120,24 @@ def test_species_pair_parameters_against_numpy(name):
     cutoff, width = 6.0, 1.5
     atoms = _cu(repeat=2, rattle=0.1, seed=3, shear=True)
     atoms.numbers = rng.choice(species, size=len(atoms))
-    if name == "morse":
+    options = {}
+    if name in ("morse", "morse_spline"):
         tables = {"D": rng.uniform(0.2, 0.5, (3, 3)), "alpha": rng.uniform(1.1, 1.6, (3, 3)), "r0": rng.uniform(2.6, 3.0, (3, 3))}
+        spline_terms = lambda r, p: 0.0  # noqa: E731
+        if name == "morse_spline":  # 7 knots 2.0-4.5 Å (h = 5/12 Å), scipy's B-spline basis elements as the reference
+            from scipy.interpolate import BSpline
+
+            options = {"knots": 7, "knot_min_A": 2.0}
+            tables["spline"] = rng.normal(0.0, 0.1, (3, 3, 7))
+            h = (cutoff - width - 2.0) / 6
+            elements = [BSpline.basis_element(2.0 + k * h + h * np.arange(-2, 3), extrapolate=False) for k in range(7)]
+
+            def spline_terms(r, p):
+                return sum(p["spline"][..., k] * np.nan_to_num(b(r)) for k, b in enumerate(elements))
 
         def phi(r, p):
             e = np.exp(-p["alpha"] * (r - p["r0"]))
-            return p["D"] * (e * e - 2 * e)
+            return p["D"] * (e * e - 2 * e) + spline_terms(r, p)
     else:
         tables = {"epsilon": rng.uniform(0.3, 0.5, (3, 3)), "sigma": rng.uniform(2.2, 2.5, (3, 3))}
 
@@ -133,7 +145,7 @@ def test_species_pair_parameters_against_numpy(name):
             x6 = (p["sigma"] / r) ** 6
             return 4 * p["epsilon"] * (x6 * x6 - x6)
 
-    pot = _with_tables(pair_potential(name, species, cutoff, switch_width_A=width), tables)
+    pot = _with_tables(pair_potential(name, species, cutoff, switch_width_A=width, **options), tables)
     ours = _results(pot, atoms)
     expected = _numpy_pair_energies(atoms, species, tables, cutoff, width, phi)
     np.testing.assert_allclose(ours["energies"], expected, atol=1e-11)
@@ -222,6 +234,51 @@ def test_parameter_gradients_equal_finite_differences(name):
 
             fd = (shifted(h) - shifted(-h)) / (2 * h)
             assert abs(fd - g[a, b]) < 1e-6 * max(1.0, abs(fd)), (key, a, b, fd, g[a, b])
+
+
+def test_morse_spline_correction_gradients_and_core():
+    """Morse + spline: starts as the Morse potential (coefficients 0), jax.grad with respect to the
+    [S, S, K] coefficients equals central finite differences and is symmetric in the species pair,
+    a coefficient changes φ only within 2h of its knot, and to_physical scales the coefficients."""
+    atoms = _cu(repeat=2, rattle=0.1, seed=4)
+    atoms.numbers[::3] = 47
+    spline = pair_potential("morse_spline", ["Cu", "Ag"], 5.5, knots=8)
+    morse = pair_potential("morse", ["Cu", "Ag"], 5.5)
+    assert parameter_paths(spline.params) == ["params/D", "params/alpha", "params/r0", "params/spline"]
+    np.testing.assert_array_equal(np.asarray(spline.params["params"]["spline"]), np.zeros((2, 2, 8)))
+    a, b = _results(spline, atoms), _results(morse, atoms)
+    np.testing.assert_allclose(a["energies"], b["energies"], atol=1e-12)
+    graphs = to_graphs([config(atoms)], spline.species, spline.cutoff)
+    batch = pack(graphs, make_budget(graphs, 1), dtype=np.float64)
+    energy = jax.jit(lambda params: spline.predict(params, batch, compute_stress=False).energy[0])
+    g = np.asarray(jax.grad(energy)(spline.params)["params"]["spline"])  # [2, 2, 8]
+    assert np.max(np.abs(g)) > 1e-2
+    np.testing.assert_allclose(g, np.swapaxes(g, 0, 1), atol=1e-12)
+    h = 1e-6
+    for idx in ((0, 0, 0), (0, 1, 3), (1, 1, 7)):
+        def shifted(s):
+            t = np.asarray(spline.params["params"]["spline"]).copy()
+            t[idx] += s
+            return float(energy({"params": {**spline.params["params"], "spline": jnp.asarray(t)}}))
+
+        fd = (shifted(h) - shifted(-h)) / (2 * h)
+        assert abs(fd - g[idx]) < 1e-6 * max(1.0, abs(fd)), (idx, fd, g[idx])
+    # a dimer: coefficient k moves φ(r) only for |r − r_k| < 2h (here r_k = 2 + k h, h = 2.5/7 Å)
+    step = 2.5 / 7
+    t = np.zeros((2, 2, 8))
+    t[0, 0, 4] = 0.3
+    bumped = _with_tables(spline, {**{k: np.asarray(v) for k, v in spline.params["params"].items()}, "spline": t})
+    for r in (1.6, 2.0 + 4 * step - 2.01 * step, 2.0 + 4 * step + 2.01 * step):
+        dimer = ase.Atoms("Cu2", positions=[[0, 0, 0], [r, 0, 0]], cell=np.eye(3) * 20)
+        assert _results(bumped, dimer)["energy"] == pytest.approx(_results(spline, dimer)["energy"], abs=1e-12)
+    dimer = ase.Atoms("Cu2", positions=[[0, 0, 0], [2.0 + 4 * step, 0, 0]], cell=np.eye(3) * 20)
+    assert _results(bumped, dimer)["energy"] - _results(spline, dimer)["energy"] == pytest.approx(0.3 * 2 / 3, abs=1e-12)
+    phys = to_physical(bumped.replace(energy_scale=0.5))
+    np.testing.assert_allclose(np.asarray(phys.params["params"]["spline"]), 0.5 * t)
+    with pytest.raises(ValueError, match="knots must be >= 2"):
+        models.make_config("morse_spline", {"knots": 1})
+    with pytest.raises(ValueError, match="must exceed knot_min_A"):
+        pair_potential("morse_spline", ["Cu"], 3.0, knot_min_A=2.5)
 
 
 def test_pairs_share_one_value():

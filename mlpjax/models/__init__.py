@@ -11,7 +11,7 @@ with ``vectors`` [n_edges, 3] Å (R[sender] - R[receiver] + shift), ``species``
 stress are never computed by a model: they come from the single ``jax.grad`` in
 :func:`mlpjax.potential.compute_properties`.
 
-The classical pair potentials "morse" and "lj" (:mod:`mlpjax.models.pair`) obey the same
+The classical pair potentials "morse", "lj" and "morse_spline" (:mod:`mlpjax.models.pair`) obey the same
 contract with outputs in eV and physically named per-species-pair parameters;
 :func:`mlpjax.models.pair.pair_potential` builds one as a physical potential (energy scale 1,
 shift 0, reference energies 0), whose energy is the pair sum.
@@ -44,6 +44,7 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
     "gap": ("mlpjax.models.gap", "GAP", "GAPConfig"),
     "morse": ("mlpjax.models.pair", "Morse", "MorseConfig"),
     "lj": ("mlpjax.models.pair", "LennardJones", "LJConfig"),
+    "morse_spline": ("mlpjax.models.pair", "MorseSpline", "MorseSplineConfig"),
 }
 
 

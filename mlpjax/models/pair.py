@@ -1,4 +1,5 @@
-"""Classical pair potentials, Morse and Lennard-Jones, as registered models ("morse", "lj").
+"""Classical pair potentials, Morse and Lennard-Jones, as registered models ("morse", "lj"), and
+Morse with a cubic B-spline correction ("morse_spline", :class:`MorseSpline`).
 
 A handful of physically meaningful parameters per species pair, for fitting a simulation to an
 observable (e.g. a radial distribution function) by differentiable simulation, or as a cheap
@@ -136,6 +137,44 @@ class LJConfig:
         _check_positive(self, ("epsilon_eV", "sigma_A", "switch_width_A"))
 
 
+@dataclasses.dataclass(frozen=True)
+class MorseSplineConfig:
+    """Morse plus a cubic B-spline correction (the YAML ``model_config:`` block maps 1:1 onto
+    these): the Morse part's initial values (Girifalco-Weizer Cu, as :class:`MorseConfig`), the
+    switch, and the correction's knots. The correction starts at 0 (the potential starts as the
+    Morse one).
+
+    ``knots`` basis functions B((r − r_k)/h) centred at r_k = ``knot_min_A`` + k h, k = 0 … K−1,
+    h = (``knot_max_A`` − ``knot_min_A``)/(K − 1); ``knot_max_A`` ``None`` is cutoff − switch
+    width. Each B has support |r − r_k| < 2h, so the correction vanishes below knot_min − 2h
+    (the core stays Morse) and the switch takes it to 0 at the cutoff.
+    """
+
+    D_eV: float = 0.3429
+    alpha_per_A: float = 1.3588
+    r0_A: float = 2.866
+    switch_width_A: float = 1.0
+    knots: int = 12  # K, number of B-spline coefficients per species pair
+    knot_min_A: float = 2.0  # first knot centre r_0 (Å); the correction is 0 below r_0 − 2h
+    knot_max_A: float | None = None  # last knot centre (Å); None: cutoff − switch_width_A
+
+    def __post_init__(self):
+        _check_positive(self, ("D_eV", "alpha_per_A", "r0_A", "switch_width_A", "knot_min_A"))
+        if self.knots < 2:
+            raise ValueError(f"MorseSplineConfig.knots must be >= 2, got {self.knots}")
+        if self.knot_max_A is not None and not self.knot_max_A > self.knot_min_A:
+            raise ValueError(f"MorseSplineConfig.knot_max_A ({self.knot_max_A} Å) must exceed knot_min_A "
+                             f"({self.knot_min_A} Å)")
+
+
+def cubic_bspline(x: jax.Array) -> jax.Array:
+    """The uniform cubic B-spline B(x) (support |x| < 2, B(0) = 2/3, Σ_k B(x − k) = 1, C²)."""
+    a = jnp.abs(x)
+    inner = 2.0 / 3.0 - a**2 + 0.5 * a**3  # |x| < 1
+    outer = (2.0 - jnp.minimum(a, 2.0)) ** 3 / 6.0  # 1 ≤ |x| < 2; 0 beyond
+    return jnp.where(a < 1.0, inner, outer)
+
+
 class _PairModel(EdgeModel):
     """Per-atom energies ½ Σ_{edges j→i} φ(r) S(r) from per-species-pair parameters."""
 
@@ -145,6 +184,10 @@ class _PairModel(EdgeModel):
     def _phi(self, r, p):
         """φ(r) [n_edges] eV from edge lengths r [n_edges] Å and per-edge parameters p[name] [n_edges]."""
         raise NotImplementedError
+
+    def _tables(self, s, dtype, pair_s, pair_r) -> dict:
+        """Per-edge parameters beyond the [S, S] scalars of ``_PARAMETERS`` (none here)."""
+        return {}
 
     @nn.compact
     def __call__(self, vectors, species, senders, receivers, edge_mask):
@@ -161,6 +204,7 @@ class _PairModel(EdgeModel):
             table = self.param(name, nn.initializers.constant(getattr(cfg, field)), (s, s))  # [S, S]
             table = table.astype(r.dtype)
             p[name] = (0.5 * (table + table.T))[pair_s, pair_r]  # [n_edges]
+        p.update(self._tables(s, r.dtype, pair_s, pair_r))
         pair_energy = self._phi(r, p) * switch(r, self.cutoff, cfg.switch_width_A)  # [n_edges] eV
         pair_energy = jnp.where(edge_mask, pair_energy, 0.0)
         return 0.5 * jax.ops.segment_sum(pair_energy, receivers, num_segments=n_nodes)  # [n_nodes] eV
@@ -188,19 +232,50 @@ class LennardJones(_PairModel):
         return 4.0 * p["epsilon"] * x6 * (x6 - 1.0)
 
 
-PAIR_MODELS = ("morse", "lj")
-_ENERGY_PARAMETERS = {"morse": "D", "lj": "epsilon"}  # the parameter that multiplies φ
+class MorseSpline(Morse):
+    """φ(r) = D [e^{−2α(r−r0)} − 2 e^{−α(r−r0)}] + Σ_k c_k B((r − r_k)/h) per species pair: the
+    Morse form plus a cubic B-spline correction with coefficients ``params/spline`` [S, S, K] eV
+    (symmetrised like the scalars; initialised to 0). A Morse potential has three parameters and
+    cannot reproduce every radial distribution function (by Henderson's theorem one pair potential
+    does, at a given density and temperature); the correction gives the fit the freedom of a
+    tabulated potential (DiffTRe's own pair potentials are splines) while the Morse part keeps the
+    core repulsive and the start physical. See :class:`MorseSplineConfig` for the knots."""
+
+    config: MorseSplineConfig
+
+    def _centres(self):
+        cfg = self.config
+        hi = cfg.knot_max_A if cfg.knot_max_A is not None else self.cutoff - cfg.switch_width_A
+        if not hi > cfg.knot_min_A:
+            raise ValueError(f"MorseSpline: the last knot ({hi} Å = cutoff − switch width) must exceed knot_min_A "
+                             f"({cfg.knot_min_A} Å): lower knot_min_A or set knot_max_A")
+        return np.linspace(cfg.knot_min_A, hi, cfg.knots), (hi - cfg.knot_min_A) / (cfg.knots - 1)  # Å, Å
+
+    def _tables(self, s, dtype, pair_s, pair_r):
+        table = self.param("spline", nn.initializers.zeros, (s, s, self.config.knots)).astype(dtype)  # [S, S, K] eV
+        return {"spline": (0.5 * (table + jnp.swapaxes(table, 0, 1)))[pair_s, pair_r]}  # [n_edges, K]
+
+    def _phi(self, r, p):
+        centres, h = self._centres()
+        basis = cubic_bspline((r[:, None] - jnp.asarray(centres, r.dtype)) / h)  # [n_edges, K]
+        return super()._phi(r, p) + jnp.sum(p["spline"] * basis, axis=-1)
+
+
+PAIR_MODELS = ("morse", "lj", "morse_spline")
+# the parameters that multiply φ (scaled by to_physical)
+_ENERGY_PARAMETERS = {"morse": ("D",), "lj": ("epsilon",), "morse_spline": ("D", "spline")}
 
 
 def pair_potential(name: str, species: Sequence[int | str], cutoff: float, **config):
     """A physical pair potential: :class:`mlpjax.Potential` whose energy is the pair sum in eV.
 
     Args:
-      name: "morse" or "lj".
+      name: "morse", "lj" or "morse_spline".
       species: atomic numbers or chemical symbols, e.g. ``["Cu"]`` or ``(29, 8)``; position =
         species index (the rows and columns of the parameter arrays).
       cutoff: Å.
-      **config: options of :class:`MorseConfig` / :class:`LJConfig` (e.g. ``D_eV=0.5``).
+      **config: options of :class:`MorseConfig` / :class:`LJConfig` / :class:`MorseSplineConfig`
+        (e.g. ``D_eV=0.5``).
     Returns: the potential with ``energy_scale`` 1, ``energy_shift`` 0, reference energies 0 and
       every species pair's parameters set to the config's values.
     """
@@ -231,7 +306,7 @@ def to_physical(potential):
     """The same pair potential with ``energy_scale`` 1 and ``energy_shift`` 0, so that its
     parameters are in eV again (after ``mlpjax train``, which sets both from the data).
 
-    D (Morse) or ε (LJ) is multiplied by the energy scale, and E0 + shift become the reference
+    D (Morse; D and the spline coefficients for Morse + spline) or ε (LJ) is multiplied by the energy scale, and E0 + shift become the reference
     energies; energies, per-atom energies, forces and stress are unchanged (up to rounding).
     """
     if potential.model not in PAIR_MODELS:
@@ -241,9 +316,9 @@ def to_physical(potential):
     if np.ndim(potential.energy_scale) or np.ndim(potential.energy_shift):
         raise ValueError("to_physical takes one potential, not an ensemble (convert each member)")
     scale, shift = float(potential.energy_scale), float(potential.energy_shift)
-    key = _ENERGY_PARAMETERS[potential.model]
     inner = dict(potential.params["params"])
-    inner[key] = inner[key] * jnp.asarray(scale, inner[key].dtype)
+    for key in _ENERGY_PARAMETERS[potential.model]:
+        inner[key] = inner[key] * jnp.asarray(scale, inner[key].dtype)
     return potential.replace(
         params={**potential.params, "params": inner},
         energy_scale=1.0,
