@@ -325,6 +325,18 @@ def test_relative_steps_move_each_parameter_by_a_fraction(morse):
     q0, q1 = v0.params["params"], res.variables.params["params"]
     assert float(q1["D"][0, 0]) / D0 == pytest.approx(np.exp(0.05), rel=1e-6)
     assert float(q1["alpha"][0, 0]) == float(q0["alpha"][0, 0]) and float(q1["r0"][0, 0]) == float(q0["r0"][0, 0])
+    # patterns: D takes a relative step (a factor e^{±lr}), α and r0 plain ones (±lr in Å⁻¹ and Å)
+    res = fit_observables(sim, v0, per_frame=per_frame, loss=lambda e: (e - target) ** 2,
+                          config=FitConfig(steps=1, learning_rate=0.05, relative_steps=("params/D",), discard=20),
+                          start=sim.start(v0, seed=6), with_params=True)
+    q1 = res.variables.params["params"]
+    assert float(q1["D"][0, 0]) / D0 == pytest.approx(np.exp(0.05), rel=1e-6)
+    for key in ("alpha", "r0"):
+        assert abs(float(q1[key][0, 0]) - float(q0[key][0, 0])) == pytest.approx(0.05, rel=1e-6), key
+    with pytest.raises(ValueError, match="matches no fitted parameter"):
+        fit_observables(sim, v0, per_frame=per_frame, loss=lambda e: (e - target) ** 2,
+                        config=FitConfig(steps=1, relative_steps=("params/epsilon",)), start=sim.start(v0, seed=6),
+                        with_params=True)
 
 
 def test_virial_pressure_is_ase_morse_stress():

@@ -14,7 +14,10 @@ trajectory, the loss of it, and its gradient (plus, for **combined** training, `
 ``config.relative_steps`` the optimiser works on φ = log|θ| (gradient θ ⊙ ∂L/∂θ, update
 θ ← θ · exp(Δφ)): every step is a fraction of each parameter, so parameters in different units (a
 well depth of 0.3 eV, an equilibrium distance of 3 Å) move at the same relative rate and none
-changes sign — what a few-parameter physical potential needs; a parameter that is exactly 0 stays 0. A new reference
+changes sign — what a few-parameter physical potential needs; a parameter that is exactly 0 stays 0,
+so ``relative_steps`` may instead name parameter paths (``freeze``-style patterns): those take
+relative steps, every other fitted leaf plain ones (Morse + spline: relative D, α, r0, absolute
+spline coefficients that start at 0). A new reference
 trajectory (continuing the last one's end state, its first ``config.discard`` records dropped)
 is run with the current parameters whenever N_eff / F < ``config.n_eff_ratio`` — the DiffTRe
 recipe, which keeps the estimator's variance bounded without a trajectory per step.
@@ -54,7 +57,10 @@ class FitConfig:
     trainable: tuple = ("params",)  # PotentialParams fields that are fitted
     freeze: tuple = ()  # parameter-path patterns (as mlpjax train --freeze, e.g. "params/alpha") kept fixed
     extra_weight: float = 1.0  # weight of extra_loss (combined bottom-up + top-down training)
-    relative_steps: bool = False  # optimise log|θ| (steps are fractions of each parameter; signs kept)
+    # optimise log|θ| (steps are fractions of each parameter; signs kept): True for every fitted
+    # leaf, or parameter-path patterns (as ``freeze``, e.g. ("params/D", "params/alpha", "params/r0"))
+    # for those leaves only, the others taking plain steps (e.g. spline coefficients that start at 0)
+    relative_steps: bool | tuple = False
 
     def __post_init__(self):
         if self.steps < 0:
@@ -65,9 +71,35 @@ class FitConfig:
             raise ValueError(f"final_lr_fraction must be in (0, 1], got {self.final_lr_fraction}")
         if not 0 < self.n_eff_ratio <= 1:
             raise ValueError(f"n_eff_ratio must be in (0, 1], got {self.n_eff_ratio}")
+        if not isinstance(self.relative_steps, (bool, tuple)):
+            raise ValueError(f"relative_steps must be true, false or a tuple of parameter-path patterns, "
+                             f"got {self.relative_steps!r}")
         bad = [f for f in self.trainable if f not in _FIELDS]
         if bad or not self.trainable:
             raise ValueError(f"trainable must name fields of PotentialParams ({', '.join(_FIELDS)}), got {self.trainable}")
+
+
+def _relative_mask(part: dict, relative_steps) -> dict:
+    """{field: pytree of bool}: which fitted leaves take relative steps (see FitConfig). Leaf paths:
+    :func:`~mlpjax.potential.parameter_paths` for ``params`` (``params/D``), the field's name
+    (``energy_scale``) or ``field/i`` for the others."""
+    if isinstance(relative_steps, bool):
+        return jax.tree_util.tree_map(lambda _: relative_steps, part)
+    import fnmatch
+
+    from mlpjax.potential import parameter_paths
+
+    paths = {}
+    for field, tree in part.items():
+        n = len(jax.tree_util.tree_leaves(tree))
+        paths[field] = parameter_paths(tree) if field == "params" else ([field] if n == 1 else [f"{field}/{i}" for i in range(n)])
+    every = [p for ps in paths.values() for p in ps]
+    for pat in relative_steps:
+        if not any(fnmatch.fnmatchcase(p, pat) for p in every):
+            raise ValueError(f"relative_steps pattern {pat!r} matches no fitted parameter (paths: {', '.join(every)})")
+    return {field: jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree),
+                                                [any(fnmatch.fnmatchcase(p, pat) for pat in relative_steps) for p in paths[field]])
+            for field, tree in part.items()}
 
 
 @dataclasses.dataclass
@@ -119,6 +151,8 @@ def fit_observables(sim, variables, *, per_frame: Callable, loss: Callable, conf
     def split(v):
         return {f: getattr(v, f) for f in config.trainable}
 
+    relative = _relative_mask(split(variables), config.relative_steps)  # {field: pytree of bool}
+
     def merge(v, part):
         return v._replace(**part)
 
@@ -150,10 +184,11 @@ def fit_observables(sim, variables, *, per_frame: Callable, loss: Callable, conf
                                      "lower the learning rate or check that the simulation is stable")
         if float(total) < best[0]:
             best = (float(total), variables)
-        if config.relative_steps:  # Adam on φ = log|θ|: ∂L/∂φ = θ ∂L/∂θ, θ ← θ exp(Δφ)
-            grads = jax.tree_util.tree_map(lambda g, t: g * t, grads, part)
+        if config.relative_steps:  # Adam on φ = log|θ|: ∂L/∂φ = θ ∂L/∂θ, θ ← θ exp(Δφ) (on the selected leaves)
+            grads = jax.tree_util.tree_map(lambda g, t, rel: g * t if rel else g, grads, part, relative)
             updates, opt_state = opt.update(grads, opt_state, part)
-            variables = merge(variables, jax.tree_util.tree_map(lambda t, u: t * jnp.exp(u), part, updates))
+            variables = merge(variables, jax.tree_util.tree_map(lambda t, u, rel: t * jnp.exp(u) if rel else t + u,
+                                                                part, updates, relative))
         else:
             updates, opt_state = opt.update(grads, opt_state, part)
             variables = merge(variables, optax.apply_updates(part, updates))
