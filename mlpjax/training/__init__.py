@@ -11,6 +11,10 @@ One idea per module:
   ``train_step`` / ``eval_step``, compiled once per architecture and step settings
   (:func:`compiled_steps`, a :func:`mlpjax.cache.compiled` factory; the fitted
   normalisation is a traced argument);
+* :mod:`~mlpjax.training.sharding` — data-parallel steps over a 1-D ``"data"`` device mesh
+  (``TrainConfig.devices``; the batch split into per-device sub-batches, results as on one device);
+* :mod:`~mlpjax.training.distributed` — several hosts: ``jax.distributed`` (SLURM launch), each
+  process's shard of the data, only process 0 writes;
 * :mod:`~mlpjax.training.checkpoints` — checksummed, atomic checkpoints with a fallback;
 * :mod:`~mlpjax.training.loop` — :func:`train` and :func:`finalize` (metrics, model file,
   parity plot), shared with closed-form fits (GAP).
@@ -28,6 +32,7 @@ from mlpjax.training.checkpoints import (
     potential_from_checkpoint,
     save_checkpoint,
 )
+from mlpjax.training.distributed import is_main_process, process_shard
 from mlpjax.training.loop import LOG_COLUMNS, TrainResult, finalize, train
 from mlpjax.training.loss import error_sums, loss_from_sums
 from mlpjax.training.prepare import (
@@ -43,6 +48,7 @@ from mlpjax.training.prepare import (
     resolve_init_from,
     split_data,
 )
+from mlpjax.training.sharding import DataParallel, make_data_parallel, resolve_devices
 from mlpjax.training.steps import (
     StepFns,
     StepSettings,
@@ -70,6 +76,8 @@ __all__ = [
     "make_optimizer", "make_schedule", "make_plateau", "parameter_paths", "frozen_labels",
     # loss
     "error_sums", "loss_from_sums",
+    # sharding / distributed
+    "DataParallel", "make_data_parallel", "resolve_devices", "process_shard", "is_main_process",
     # checkpoints
     "save_checkpoint", "load_checkpoint", "potential_from_checkpoint", "check_resumable",
     "CHECKPOINT_NAME", "PREV_CHECKPOINT_NAME", "CHECKPOINT_MAGIC",

@@ -62,6 +62,8 @@ from mlpjax.training.checkpoints import (
     previous_path,
     save_checkpoint,
 )
+from mlpjax.training.distributed import initialize as initialize_distributed
+from mlpjax.training.distributed import is_main_process
 from mlpjax.training.loss import summarize
 from mlpjax.training.prepare import (
     cast_floats,
@@ -71,6 +73,7 @@ from mlpjax.training.prepare import (
     resolve_dtype,
     split_data,
 )
+from mlpjax.training.sharding import make_data_parallel, resolve_devices
 from mlpjax.training.steps import (TrainState, init_member_states, init_state, make_member_step, make_plateau,
                                    make_step_fns)
 
@@ -156,6 +159,8 @@ def _evaluate(eval_step, params, eval_batches, sigma: float, weights) -> dict:
 
 # --------------------------------------------------------------------- logs
 def _write_logs(output_dir: str, history: list) -> None:
+    if not is_main_process():  # several processes: process 0 writes the logs
+        return
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(LOG_COLUMNS), extrasaction="ignore")
     w.writeheader()
@@ -206,7 +211,9 @@ def finalize(config: TrainConfig, potential: Potential, *, output_dir: str, trai
         final = final.with_calibration(c.energy, c.forces, c.stress)
         metadata["calibration"] = {"set": "valid", **c.as_dict()}
     model_path = os.path.join(output_dir, "model.mlpjax")
-    final.save(model_path)
+    writer = is_main_process()  # several processes (mlpjax.training.distributed): process 0 writes
+    if writer:
+        final.save(model_path)
     paths = {
         "model": model_path,
         "log_csv": os.path.join(output_dir, "log.csv"),
@@ -214,7 +221,7 @@ def finalize(config: TrainConfig, potential: Potential, *, output_dir: str, trai
         "config": os.path.join(output_dir, "config.yaml"),
     }
     plot_set = test_set or valid_set
-    if plot_set:
+    if plot_set and writer:
         try:
             paths["parity"] = os.path.join(output_dir, "parity.png")
             parity_plot(final, plot_set, paths["parity"], title=f"{'test' if test_set else 'validation'} set")
@@ -393,6 +400,8 @@ def train(
     if _models.fit_fn(config.model) is not None:  # closed-form fit (GAP): no epochs, no optimiser
         return _models.fit_fn(config.model)(config, train_configs, valid_configs, output_dir=output_dir,
                                             test_configs=test_configs, progress=progress)
+    initialize_distributed()  # a no-op unless MLPJAX_DISTRIBUTED / MLPJAX_COORDINATOR is set
+    progress = progress and is_main_process()
     t_start = time.monotonic()
     callbacks = list(callbacks or [])
     output_dir = os.fspath(output_dir)
@@ -466,7 +475,16 @@ def train(
     budget = make_budget(train_graphs + valid_graphs, config.batch_size)
     steps_per_epoch = max(_batch_groups(g, budget) for g in (member_graphs or [train_graphs]))
     compute_stress = config.stress_weight > 0 and any(c.stress is not None and c.periodic for c in train_set)
-    fns = make_step_fns(potential, config, steps_per_epoch, compute_stress)
+    dp = None  # data parallel over a device mesh (mlpjax.training.sharding): devices != 1, or several processes
+    n_devices = 1 if int(config.devices) == 1 else resolve_devices(config)
+    if n_devices > 1 or jax.process_count() > 1:
+        dp = make_data_parallel(potential, config, n_devices=n_devices, train_graphs=train_graphs,
+                                valid_graphs=valid_graphs, compute_stress=compute_stress)
+        steps_per_epoch, fns = dp.steps_per_epoch, dp.fns
+        say_devices = (f"data parallel over {dp.n_devices} devices ({dp.local_devices} on each of "
+                       f"{jax.process_count()} process(es)), {dp.batch_size} structures per step per process")
+    else:
+        fns = make_step_fns(potential, config, steps_per_epoch, compute_stress)
     member_step = None  # full ensembles: the single-model step vmapped over the members
     if member_graphs is not None:
         member_step = make_member_step(potential, config, steps_per_epoch, compute_stress)
@@ -502,15 +520,27 @@ def train(
         skip_steps = int(ck.get("epoch_step", 0))  # steps of epoch start_epoch already taken (a cut epoch)
         if history and history[-1].get("epoch_fraction", 1.0) < 1.0:
             history.pop()  # the cut epoch's record: replaced when the epoch completes
+        if dp is not None:
+            state, best_params = dp.replicate(state), dp.replicate(best_params)
         for cb in callbacks:
             cb({"event": "resume", "epoch": start_epoch - 1, "state": state})
+    if dp is not None and ck is None:
+        state = dp.replicate(state)  # parameters, EMA and optimiser state on every device of the mesh
+        best_params = state.ema_params
 
-    dump_config(config, os.path.join(output_dir, "config.yaml"))
+    writer = is_main_process()  # several processes: only process 0 writes files
+    if writer:
+        dump_config(config, os.path.join(output_dir, "config.yaml"))
     eval_graphs = valid_graphs if valid_graphs else train_graphs
-    eval_batches = list(batches(eval_graphs, budget, shuffle=False, dtype=dtype))
+    if dp is None:
+        eval_batches = list(batches(eval_graphs, budget, shuffle=False, dtype=dtype))
+    else:
+        eval_batches = list(dp.batches(eval_graphs, shuffle=False, dtype=dtype))
     prev_time = history[-1]["time_s"] if history else 0.0
 
     def save(epoch, reason="", epoch_step=0):
+        if not writer:
+            return
         save_checkpoint(ckpt_path, state=state, best_params=best_params, epoch=epoch, best_loss=best_loss,
                         best_epoch=best_epoch, bad_epochs=bad_epochs, history=history, config=config,
                         potential=potential, split=split_info, stop_reason=reason, epoch_step=epoch_step)
@@ -523,6 +553,8 @@ def train(
         bar = tqdm(total=total_steps, initial=min((start_epoch - 1) * steps_per_epoch + skip_steps, total_steps),
                    desc=f"epoch {start_epoch}/{int(config.epochs)}", unit="step", dynamic_ncols=True)
     say = (bar.write if bar is not None else print) if progress else (lambda _msg: None)
+    if dp is not None:
+        say(say_devices)
     epoch = start_epoch - 1
     max_time = None if config.max_time_minutes is None else 60.0 * float(config.max_time_minutes)
     clock = _StepClock(t_start, max_time, steps_per_epoch, len(eval_batches))
@@ -546,7 +578,9 @@ def train(
                 lr_peak = float(config.learning_rate) * plateau_factor
                 lr = float(fns.schedule(host_step)) * lr_peak
                 skip = skip_steps if epoch == start_epoch else 0
-                if member_step is None:
+                if dp is not None:  # [D, ...] sub-batches sharded over the mesh
+                    it = dp.batches(train_graphs, shuffle=True, seed=int(config.seed) * 100003 + epoch, dtype=dtype)
+                elif member_step is None:
                     it = batches(train_graphs, budget, shuffle=True, seed=int(config.seed) * 100003 + epoch, dtype=dtype)
                 else:  # (stacked batch, active): each member its own data order (and bootstrap sample)
                     it = _member_batches(member_graphs, budget, int(config.seed), epoch, dtype)
@@ -643,6 +677,8 @@ def train(
     epochs_completed = max((int(r["epoch"]) for r in history if r.get("epoch_fraction", 1.0) >= 1.0), default=0)
     if epochs_completed == 0:
         best_params = state.ema_params
+    if dp is not None:  # the model file and the final metrics: host copies, evaluated on one device
+        best_params = jax.tree_util.tree_map(jnp.asarray, jax.device_get(best_params))
     if history:
         _write_logs(output_dir, history)
 

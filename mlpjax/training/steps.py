@@ -200,6 +200,22 @@ def make_plateau(config: TrainConfig) -> optax.GradientTransformationExtraArgs:
     )
 
 
+def apply_gradients(state: TrainState, grads, optimizer: optax.GradientTransformation, ema_decay: float) -> TrainState:
+    """One optimiser step of ``state`` with ``grads`` (traced inside the jitted steps): the optimiser's
+    update × ``state.lr_scale``, then the EMA of the parameters (warm-up ``(1 + t) / (10 + t)``)."""
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
+    params = optax.apply_updates(state.params, updates)
+    if ema_decay > 0:
+        t = state.step.astype(jnp.float32)
+        decay = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))  # warm-up of the average (TF ExponentialMovingAverage)
+        # p + d (e - p): exactly p when the average has caught up (no rounding drift)
+        ema = jax.tree_util.tree_map(lambda e, p: (p + decay * (e - p)).astype(p.dtype), state.ema_params, params)
+    else:
+        ema = params
+    return state._replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
+
+
 @compiled(maxsize=16)
 def compiled_steps(definition: PotentialDef, settings: StepSettings, compute_stress: bool, x64: bool) -> StepFns:
     """Jitted ``train_step(state, batch, norm) -> (state, aux)`` and ``eval_step(params, batch,
@@ -237,17 +253,7 @@ def compiled_steps(definition: PotentialDef, settings: StepSettings, compute_str
 
     def train_step(state: TrainState, batch: GraphBatch, norm: PotentialParams):
         (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, norm)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
-        params = optax.apply_updates(state.params, updates)
-        if ema_decay > 0:
-            t = state.step.astype(jnp.float32)
-            decay = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))  # warm-up of the average (TF ExponentialMovingAverage)
-            # p + d (e - p): exactly p when the average has caught up (no rounding drift)
-            ema = jax.tree_util.tree_map(lambda e, p: (p + decay * (e - p)).astype(p.dtype), state.ema_params, params)
-        else:
-            ema = params
-        new_state = state._replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
+        new_state = apply_gradients(state, grads, optimizer, ema_decay)
         return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     def eval_step(params, batch: GraphBatch, norm: PotentialParams):
