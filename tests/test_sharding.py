@@ -195,3 +195,61 @@ def test_two_devices_shard_the_batch(two_devices):
     assert r["shard_shapes"] == [[1] + r["batch_shape"][1:]]  # each device holds one sub-batch
     # data parallel, not a partitioned graph: the step only all-reduces (error sums, gradients), never gathers
     assert r["all_reduce"] > 0 and r["all_gather"] == 0
+
+
+# ------------------------------------------------------------------ two processes (jax.distributed on one machine)
+_TWO_PROCESSES = r"""
+import json, os, sys
+sys.path.insert(0, TESTS)
+from mlpjax.training import train  # noqa: E402  (train() calls jax.distributed.initialize from MLPJAX_* env)
+from mlpjax.config import TrainConfig
+import jax
+import numpy as np
+from test_train import _cu_configs
+
+cu = _cu_configs(14)
+cfg = TrainConfig(model_config=TINY, cutoff=4.0, batch_size=4, epochs=2, learning_rate=5e-3, schedule="constant",
+                  patience=None, valid_fraction=0.0, test_fraction=0.0)
+rank = int(os.environ["MLPJAX_PROCESS_ID"])
+out_dir = f"{OUT}/rank{rank}"
+result = train(cfg, cu[:10], cu[10:], output_dir=out_dir, progress=False)
+leaves = [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(jax.device_get(result.potential.params))]
+print("RESULT " + json.dumps({
+    "rank": jax.process_index(), "processes": jax.process_count(), "devices": jax.device_count(),
+    "steps": result.steps, "train_loss": [r["train_loss"] for r in result.history],
+    "params": [float(np.sum(x)) for x in leaves], "files": sorted(os.listdir(out_dir)),
+}))
+"""
+
+
+def test_two_processes_train_one_model(tmp_path):
+    """Two processes on this machine joined by jax.distributed (gloo CPU collectives): each packs its
+    shard of the data, the step reduces over both, both end with the same parameters, and only
+    process 0 writes. (Not a multi-host test: one machine, loopback network.)"""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = tmp_path / "two_processes.py"
+    script.write_text(f"TESTS = {_TESTS!r}\nOUT = {str(tmp_path)!r}\nTINY = {TINY!r}\n" + textwrap.dedent(_TWO_PROCESSES))
+    procs = []
+    for rank in (0, 1):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", MLPJAX_COORDINATOR=f"127.0.0.1:{port}", MLPJAX_NUM_PROCESSES="2",
+                   MLPJAX_PROCESS_ID=str(rank))
+        env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0",
+                                     "--xla_llvm_disable_expensive_passes=true"]).strip()
+        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    results = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-4000:]
+        results.append(json.loads(next(ln for ln in stdout.splitlines() if ln.startswith("RESULT "))[7:]))
+    r0, r1 = sorted(results, key=lambda r: r["rank"])
+    assert (r0["rank"], r1["rank"], r0["processes"], r0["devices"]) == (0, 1, 2, 2)
+    assert r0["steps"] == r1["steps"] == 2 * 3  # per process: 5 of the 10 structures, 2 per step → 3 steps
+    assert np.all(np.isfinite(r0["train_loss"])) and r0["train_loss"] == r1["train_loss"]
+    assert r0["params"] == r1["params"]  # one model, replicated on both processes
+    assert {"model.mlpjax", "checkpoint.ckpt", "log.csv", "config.yaml"} <= set(r0["files"])
+    assert r1["files"] == []  # process 1 writes nothing

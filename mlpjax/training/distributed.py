@@ -36,11 +36,12 @@ With ``devices: 0`` each process shards over all its GPUs, so the mesh has 16 de
 step sees ``batch_size`` structures spread over them. Outside SLURM set the coordinator
 explicitly: ``MLPJAX_COORDINATOR=host0:1234 MLPJAX_NUM_PROCESSES=4 MLPJAX_PROCESS_ID=<i>``.
 
-What is tested (on one machine): :func:`process_shard`, the process-0-only writing guard, and the
-whole data-parallel step on several devices of one process (``tests/test_sharding.py``). What is
-*not* tested: a real multi-host run (no cluster was available): the cross-host all-reduce and
-``jax.make_array_from_process_local_data`` in the loop follow JAX's documented multi-process
-recipe but have not been run across hosts.
+What is tested (on one machine, ``tests/test_sharding.py``): :func:`process_shard`, the
+process-0-only writing guard, the data-parallel step on two devices of one process (equal to one
+device), and two processes on one machine joined by ``jax.distributed`` over loopback (gloo CPU
+collectives; ``MLPJAX_COORDINATOR``): each packs its shard, both end with the same parameters, only
+process 0 writes. What is *not* tested: a real multi-host run (no cluster was available): SLURM's
+auto-detection, GPUs, and the cross-host network.
 """
 
 from __future__ import annotations

@@ -402,6 +402,7 @@ def train(
                                             test_configs=test_configs, progress=progress)
     initialize_distributed()  # a no-op unless MLPJAX_DISTRIBUTED / MLPJAX_COORDINATOR is set
     progress = progress and is_main_process()
+    n_devices = 1 if int(config.devices) == 1 else resolve_devices(config)  # before any data work: errors first
     t_start = time.monotonic()
     callbacks = list(callbacks or [])
     output_dir = os.fspath(output_dir)
@@ -476,13 +477,11 @@ def train(
     steps_per_epoch = max(_batch_groups(g, budget) for g in (member_graphs or [train_graphs]))
     compute_stress = config.stress_weight > 0 and any(c.stress is not None and c.periodic for c in train_set)
     dp = None  # data parallel over a device mesh (mlpjax.training.sharding): devices != 1, or several processes
-    n_devices = 1 if int(config.devices) == 1 else resolve_devices(config)
     if n_devices > 1 or jax.process_count() > 1:
         dp = make_data_parallel(potential, config, n_devices=n_devices, train_graphs=train_graphs,
                                 valid_graphs=valid_graphs, compute_stress=compute_stress)
         steps_per_epoch, fns = dp.steps_per_epoch, dp.fns
-        say_devices = (f"data parallel over {dp.n_devices} devices ({dp.local_devices} on each of "
-                       f"{jax.process_count()} process(es)), {dp.batch_size} structures per step per process")
+        say_devices = dp.describe()
     else:
         fns = make_step_fns(potential, config, steps_per_epoch, compute_stress)
     member_step = None  # full ensembles: the single-model step vmapped over the members

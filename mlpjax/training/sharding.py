@@ -57,7 +57,8 @@ AXIS = "data"  # the mesh axis the batch is sharded over
 def resolve_devices(config: TrainConfig) -> int:
     """Local devices to shard each batch over: ``config.devices``, or all local devices for 0.
 
-    ConfigError when more are asked for than this process has (with what to do on CPU)."""
+    ConfigError when more are asked for than this process has (with what to do on CPU), or when
+    ``batch_size`` is smaller than the devices of the mesh (some would never get a structure)."""
     local = jax.local_device_count()
     n = local if int(config.devices) == 0 else int(config.devices)
     if n > local:
@@ -66,6 +67,11 @@ def resolve_devices(config: TrainConfig) -> int:
                 if kind == "cpu" else "")
         raise ConfigError(f"devices {n} but this process has {local} {kind} device(s): set devices <= {local} "
                           f"or 0 for all{hint}", option="devices")
+    total = n * jax.process_count()
+    if int(config.batch_size) < total:
+        raise ConfigError(f"batch_size {config.batch_size} is smaller than the {total} devices it is sharded over: "
+                          f"raise batch_size to >= {total} (a multiple keeps every device busy) or lower devices",
+                          option="batch_size")
     return n
 
 
@@ -127,6 +133,15 @@ class DataParallel(NamedTuple):
     steps: Callable[[int], int]
     replicate: Callable
 
+    def describe(self) -> str:
+        """One line for the log: the mesh and how a step's structures are split."""
+        platform = self.mesh.devices.flat[0].platform
+        per_device = _ceil_div(self.batch_size, self.local_devices)
+        where = "" if jax.process_count() == 1 else f" ({self.local_devices} on each of {jax.process_count()} processes)"
+        return (f"data parallel over {self.n_devices} {platform} devices{where}: each step's {self.batch_size} "
+                f"structures{' per process' if where else ''} split into {self.local_devices} sub-batches of "
+                f"<= {per_device}")
+
     @property
     def batch_sharding(self) -> NamedSharding:
         return NamedSharding(self.mesh, PartitionSpec(AXIS))
@@ -150,9 +165,7 @@ def make_data_parallel(potential: Potential, config: TrainConfig, *, n_devices: 
                           option="devices")
     processes, rank = jax.process_count(), jax.process_index()
     if int(config.batch_size) < n_devices * processes:
-        raise ConfigError(f"batch_size {config.batch_size} is smaller than the {n_devices * processes} devices it is "
-                          f"sharded over: raise batch_size to >= {n_devices * processes} (a multiple keeps every "
-                          "device busy) or lower devices", option="batch_size")
+        resolve_devices(config.replace(devices=n_devices))  # the one-line ConfigError
     mesh = data_mesh(n_devices)
     per_process = _ceil_div(config.batch_size, processes)  # structures per step on each process
     budget = local_budget(list(train_graphs) + list(valid_graphs), per_process, n_devices)
