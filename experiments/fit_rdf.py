@@ -60,43 +60,56 @@ def cell(expand: float, repeat: int = 4):
     return bulk("Cu", "fcc", a=EMT_CU_LATTICE * expand, cubic=True).repeat(repeat)
 
 
-def emt_target(out_dir: str, args) -> dict:
-    """EMT liquid frames (Cartesian positions [F, N, 3] Å) at args.temperature, cached."""
+def emt_target(out_dir: str, args, repeat: int = 4) -> dict:
+    """EMT liquid frames at ``args.temperature`` in ``cell(args.expand, repeat)``, cached in
+    ``out_dir/emt_frames.npz`` (remade when the settings differ): positions [F, N, 3] Å
+    (unwrapped), forces [F, N, 3] eV/Å, energies [F] eV, virial_GPa [F] (EMT's configurational
+    pressure −∂U/∂V of each frame: ASE's stress without the ideal-gas term), cell [3, 3] Å,
+    seconds. Shared by this script and fit_rdf_mlp.py (which uses the 108-atom cell)."""
     path = os.path.join(out_dir, "emt_frames.npz")
+    settings = np.asarray([args.temperature, args.expand, args.melt_steps, args.equilibrate_steps, args.target_frames,
+                           args.seed, repeat], np.float64)  # what the cached frames were made with
     if os.path.exists(path):
         z = np.load(path)
-        if "virial_GPa" in z:
-            return {"positions": z["positions"], "cell": z["cell"], "seconds": float(z["seconds"]),
-                    "virial_GPa": z["virial_GPa"]}
+        if "settings" in z.files and np.array_equal(z["settings"], settings):
+            return {k: z[k] for k in z.files}
     from ase import units
     from ase.calculators.emt import EMT
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
 
     from mlpjax.units import GPA_EV_PER_A3
 
     t0 = time.perf_counter()
-    atoms = cell(args.expand)
+    atoms = cell(args.expand, repeat)
     atoms.calc = EMT()
     rng = np.random.default_rng(args.seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=3000, rng=rng)
+    thermalize_momenta(atoms, 3000, rng=rng)  # (ASE 3.29: MaxwellBoltzmannDistribution, deprecated, is this call)
     dt = 2.0 * units.fs
     Langevin(atoms, dt, temperature_K=3000, friction=0.02, rng=rng).run(args.melt_steps)  # melt
     dyn = Langevin(atoms, dt, temperature_K=args.temperature, friction=0.02, rng=rng)
     dyn.run(args.equilibrate_steps)
-    frames, virial = [], []
+    pos, forces, energies, virial = [], [], [], []
     for _ in range(args.target_frames):
         dyn.run(20)
-        frames.append(atoms.get_positions(wrap=False).copy())
-        # EMT's configurational pressure −∂U/∂V of the frame (ASE's stress without the ideal-gas term)
+        pos.append(atoms.get_positions(wrap=False).copy())
+        forces.append(atoms.get_forces().copy())
+        energies.append(atoms.get_potential_energy())
         virial.append(-np.trace(atoms.get_stress(voigt=False, include_ideal_gas=False)) / 3 / GPA_EV_PER_A3)
-    positions = np.asarray(frames)
-    seconds = time.perf_counter() - t0
-    np.savez(path, positions=positions, cell=atoms.cell.array, seconds=seconds, virial_GPa=np.asarray(virial))
-    return {"positions": positions, "cell": atoms.cell.array, "seconds": seconds, "virial_GPa": np.asarray(virial)}
+    out = {"positions": np.asarray(pos), "forces": np.asarray(forces), "energies": np.asarray(energies),
+           "virial_GPa": np.asarray(virial), "cell": atoms.cell.array, "seconds": np.asarray(time.perf_counter() - t0),
+           "settings": settings}
+    np.savez(path, **out)
+    return out
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--mlp" in argv:  # before parsing, so that --mlp --help shows fit_rdf_mlp.py's options
+        sys.path.insert(0, HERE)
+        from fit_rdf_mlp import main as mlp_main
+
+        return mlp_main(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="runs/fit_rdf")
     p.add_argument("--temperature", type=float, default=1400.0, help="K")
@@ -109,6 +122,9 @@ def main(argv=None) -> int:
                    help="weight of the pressure term: loss = mean (g - g_EMT)^2 + w (dP / 20 GPa)^2 (0: the RDF alone)")
     p.add_argument("--start", type=float, nargs=3, default=(0.75, 1.25, 0.8), metavar=("D", "ALPHA", "R0"),
                    help="the wrong start: factors on Girifalco-Weizer's D, alpha, r0")
+    p.add_argument("--knots", type=int, default=12,
+                   help="B-spline correction knots of the wrong start's fit (Morse + spline, 2 Å to cutoff - switch); "
+                        "0: a plain Morse fit")
     p.add_argument("--melt-steps", type=int, default=1000)
     p.add_argument("--equilibrate-steps", type=int, default=1000)
     p.add_argument("--target-frames", type=int, default=150)
@@ -118,12 +134,6 @@ def main(argv=None) -> int:
     p.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
     p.add_argument("--mlp", action="store_true",
                    help="fine-tune a trained SchNet on the RDF plus its force data instead (experiments/fit_rdf_mlp.py)")
-    args, _ = p.parse_known_args(argv)
-    if args.mlp:
-        sys.path.insert(0, HERE)
-        from fit_rdf_mlp import main as mlp_main
-
-        return mlp_main(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.md_steps, args.melt_steps, args.equilibrate_steps, args.target_frames = 3, 200, 100, 100, 10
@@ -155,13 +165,25 @@ def main(argv=None) -> int:
     chunk = 200 if args.md_steps % 200 == 0 else record_every
     discard = max(1, (args.md_steps // record_every) // 5)  # the first 20 % of every reference run
 
-    def potential(**morse):  # D_eV, alpha_per_A, r0_A
-        return pair_potential("morse", species=["Cu"], cutoff=cutoff, switch_width_A=switch, **morse)
+    def potential(model="morse", **options):  # D_eV, alpha_per_A, r0_A (+ knots for morse_spline)
+        return pair_potential(model, species=["Cu"], cutoff=cutoff, switch_width_A=switch, **options)
+
+    sims = {}  # model name -> (DiffTrajectory, per_frame): the compiled engine is the model's
+
+    def simulation(pot):
+        if pot.model not in sims:
+            sim = diffsim.trajectory(pot, atoms, md, steps=args.md_steps, record_every=record_every,
+                                     chunk_steps=chunk, replicas=args.replicas)
+
+            def per_frame(variables, R, nbrs, system=sim.system):  # [N_BINS + 1]: one frame's RDF and −∂U/∂V (GPa)
+                g = diffsim.rdf(system, R[None], r_max=R_MAX, n_bins=N_BINS, width=WIDTH)[1]
+                return jnp.concatenate([g, diffsim.virial_pressure(system, variables, R, nbrs)[None]])
+
+            sims[pot.model] = (sim, per_frame)
+        return sims[pot.model]
 
     base = potential(**GW)
-    sim = diffsim.trajectory(base, atoms, md, steps=args.md_steps, record_every=record_every, chunk_steps=chunk,
-                             replicas=args.replicas)
-    system = sim.system
+    system = simulation(base)[0].system
     frac = np.stack([system.coordinates(atoms.__class__(atoms.numbers, positions=pos, cell=target["cell"], pbc=True))
                      for pos in target["positions"]])
     r, g_target = diffsim.rdf(system, jnp.asarray(frac), r_max=R_MAX, n_bins=N_BINS, width=WIDTH)
@@ -181,10 +203,6 @@ def main(argv=None) -> int:
           f"RDF L2 between the target's two halves {noise_l2:.3f} (its sampling noise)", flush=True)
     P_SCALE = 20.0  # GPa: a 1 GPa miss weighs as a 0.05 RMS miss of g
 
-    def per_frame(variables, R, nbrs):  # [N_BINS + 1]: one frame's RDF and −∂U/∂V (GPa)
-        g = diffsim.rdf(system, R[None], r_max=R_MAX, n_bins=N_BINS, width=WIDTH)[1]
-        return jnp.concatenate([g, diffsim.virial_pressure(system, variables, R, nbrs)[None]])
-
     def loss(avg):
         g, p_vir = avg[:-1], avg[-1]
         return jnp.mean((g - g_target) ** 2) + args.pressure_weight * ((p_vir - p_target) / P_SCALE) ** 2
@@ -192,10 +210,10 @@ def main(argv=None) -> int:
     liquid_start = jnp.asarray(frac[0], system.dtype)  # runs start from EMT liquid frames, not the crystal
     liquid_check = jnp.asarray(frac[-1], system.dtype)  # (a pair potential's crystal may superheat at 1,400 K)
 
-    def check(variables, seed):
-        """RDF L2 error of a fresh simulation (twice the fit's reference length, another liquid frame,
-        other seeds)."""
-        long = diffsim.trajectory(base, atoms, md, steps=2 * args.md_steps, record_every=record_every,
+    def check(pot, variables, seed):
+        """RDF L2 error of a fresh simulation of ``pot``'s model with ``variables`` (twice the fit's
+        reference length, another liquid frame, other seeds)."""
+        long = diffsim.trajectory(pot, atoms, md, steps=2 * args.md_steps, record_every=record_every,
                                   chunk_steps=chunk, replicas=args.replicas)
         records, _ = long.records(variables, long.start(variables, seed=seed, positions=liquid_check))
         kept = {k: v[2 * discard:] for k, v in records.items()}
@@ -206,18 +224,37 @@ def main(argv=None) -> int:
 
     def params_of(v):
         q = v.params["params"]
-        return {"D_eV": float(q["D"][0, 0]), "alpha_per_A": float(q["alpha"][0, 0]), "r0_A": float(q["r0"][0, 0])}
+        out = {"D_eV": float(q["D"][0, 0]), "alpha_per_A": float(q["alpha"][0, 0]), "r0_A": float(q["r0"][0, 0])}
+        if "spline" in q:
+            out["spline_eV"] = [float(c) for c in np.asarray(q["spline"][0, 0])]
+        return out
 
-    starts = {"wrong start": {k: GW[k] * f for k, f in zip(("D_eV", "alpha_per_A", "r0_A"), args.start)},
-              "reference (from Girifalco-Weizer)": dict(GW)}
-    cfg = FitConfig(steps=args.steps, learning_rate=args.lr, final_lr_fraction=0.05, clip_norm=None, n_eff_ratio=0.6,
-                    discard=discard, relative_steps=True)
+    r_phi = np.linspace(2.0, cutoff, 401)  # Å: the effective pair potential's grid (g_EMT > 0 from ~2.1 Å)
+
+    def phi_of(pot, variables):
+        """φ(r) [401] eV of the fitted pair potential: the energy of a Cu dimer at each distance."""
+        from ase import Atoms
+
+        return np.array([pot.replace(params=variables.params).calculator().get_potential_energy(
+            Atoms("Cu2", positions=[[0, 0, 0], [x, 0, 0]], cell=np.eye(3) * 30, pbc=False)) for x in r_phi])
+
+    wrong = {k: GW[k] * f for k, f in zip(("D_eV", "alpha_per_A", "r0_A"), args.start)}
+    model = "morse_spline" if args.knots else "morse"
+    starts = {"wrong start": (model, {**wrong, **({"knots": args.knots} if args.knots else {})}),
+              "reference (Morse from Girifalco-Weizer)": ("morse", dict(GW))}
     results = {}
     curves = {"target": np.asarray(g_target)}
-    for k, (name, p0) in enumerate(starts.items()):
-        pot = potential(**p0)
+    phis = {}
+    for k, (name, (model_name, p0)) in enumerate(starts.items()):
+        pot = potential(model_name, **p0)
+        sim, per_frame = simulation(pot)
+        # Morse + spline: relative steps on D, α, r0 (each a fraction of itself), plain steps (in eV)
+        # on the spline coefficients, which start at 0
+        relative = ("params/D", "params/alpha", "params/r0") if model_name == "morse_spline" else True
+        cfg = FitConfig(steps=args.steps, learning_rate=args.lr, final_lr_fraction=0.05, clip_norm=None,
+                        n_eff_ratio=0.6, discard=discard, relative_steps=relative)
         t0 = time.perf_counter()
-        l2_0, g0, p0_vir = check(pot.variables, seed=100 + k)
+        l2_0, g0, p0_vir = check(pot, pot.variables, seed=100 + k)
 
         def say(row, name=name):
             if args.verbose or row["step"] % 10 == 0 or row["step"] == args.steps - 1:
@@ -236,8 +273,11 @@ def main(argv=None) -> int:
         # the last step's parameters (the step size has decayed to 5 %), not the step of the lowest
         # reweighted loss: that minimum is over noisy estimates (±0.02 here), so it selects noise
         best = res.variables
-        l2, g, p_vir = check(best, seed=200 + k)
-        results[name] = {"start": p0, "start_rdf_l2": l2_0, "start_virial_GPa": p0_vir, "fitted": params_of(best),
+        l2, g, p_vir = check(pot, best, seed=200 + k)
+        phis[name] = phi_of(pot, best)
+        i_min = int(np.argmin(phis[name]))
+        results[name] = {"model": model_name, "start": p0, "start_rdf_l2": l2_0,
+                         "phi_min_A": float(r_phi[i_min]), "phi_min_eV": float(phis[name][i_min]), "start_virial_GPa": p0_vir, "fitted": params_of(best),
                          "rdf_l2": l2, "virial_GPa": p_vir, "n_references": res.n_references,
                          "seconds": time.perf_counter() - t0, "history": res.history}
         curves[f"start: {name}"], curves[f"fitted: {name}"] = g0, g
@@ -248,28 +288,36 @@ def main(argv=None) -> int:
     rows = []
     for name, res in results.items():
         f = res["fitted"]
+        spline = f" + {len(f['spline_eV'])}-knot spline (max abs {max(map(abs, f['spline_eV'])):.3f} eV)" if "spline_eV" in f else ""
         rows.append([name, f"{res['start']['D_eV']:.4f} / {res['start']['alpha_per_A']:.4f} / {res['start']['r0_A']:.4f}",
-                     f"{f['D_eV']:.4f} / {f['alpha_per_A']:.4f} / {f['r0_A']:.4f}", round(res["start_rdf_l2"], 4),
+                     f"{f['D_eV']:.4f} / {f['alpha_per_A']:.4f} / {f['r0_A']:.4f}{spline}",
+                     f"{res['phi_min_eV']:.3f} at {res['phi_min_A']:.2f}", round(res["start_rdf_l2"], 4),
                      round(res["rdf_l2"], 4), f"{res['start_virial_GPa']:.2f} → {res['virial_GPa']:.2f}",
                      res["n_references"], round(res["seconds"])])
-    ref_name, wrong = list(results)[1], results[list(results)[0]]
+    ref_name, wrong_name = list(results)[1], list(results)[0]
+    wrong = results[wrong_name]
     dev = {k: 100 * (wrong["fitted"][k] / results[ref_name]["fitted"][k] - 1) for k in GW}
+    sampled = np.interp(r_phi, np.asarray(r), np.asarray(g_target)) > 0.1  # where the liquid has pairs
+    dphi = float(np.sqrt(np.mean((phis[wrong_name][sampled] - phis[ref_name][sampled]) ** 2)))
     elapsed = time.perf_counter() - t_start
     sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
     from _common import append_results, environment, markdown_table
 
-    table = markdown_table(["fit", "start D (eV) / α (1/Å) / r0 (Å)", "fitted D / α / r0", "start RDF L2",
+    table = markdown_table(["fit", "start D (eV) / α (1/Å) / r0 (Å)", "fitted D / α / r0", "fitted φ min (eV at Å)", "start RDF L2",
                             "fitted RDF L2 (fresh run)", f"−∂U/∂V start → fitted (GPa; EMT {p_target:.2f})",
                             "reference runs", "s"], rows)
-    summary = (f"wrong start vs reference fit: D {dev['D_eV']:+.1f} %, α {dev['alpha_per_A']:+.1f} %, "
-               f"r0 {dev['r0_A']:+.1f} %; RDF L2 of the wrong start's fit {wrong['rdf_l2']:.3f} (target < 0.05; the "
+    summary = (f"wrong start ({wrong['model']}) vs reference fit (Morse): Morse part D {dev['D_eV']:+.1f} %, "
+               f"α {dev['alpha_per_A']:+.1f} %, r0 {dev['r0_A']:+.1f} %; effective φ(r) RMS difference {1000 * dphi:.0f} meV "
+               f"where g_EMT > 0.1 ({r_phi[sampled].min():.2f}-{r_phi[sampled].max():.2f} Å); "
+               f"RDF L2 {wrong['rdf_l2']:.3f} (wrong start) and {results[ref_name]['rdf_l2']:.3f} (reference) (target < 0.05; the "
                f"target's own half-vs-half noise {noise_l2:.3f}); pressure weight {args.pressure_weight:g}; "
                f"total {elapsed:.0f} s")
     print(table)
     print(summary)
     out = {"environment": environment(), "args": vars(args), "target": {"frames": len(frac), "msd_A2": float(msd_target[-1]),
            "diffusion_A2_per_ps": float(diff_target), "virial_GPa": p_target, "half_vs_half_rdf_l2": noise_l2}, "fits": results, "summary": summary, "seconds": elapsed,
-           "r_A": np.asarray(r).tolist(), "curves": {k: np.asarray(v).tolist() for k, v in curves.items()}}
+           "r_A": np.asarray(r).tolist(), "curves": {k: np.asarray(v).tolist() for k, v in curves.items()},
+           "phi_r_A": r_phi.tolist(), "phi_eV": {k: v.tolist() for k, v in phis.items()}}
     with open(os.path.join(args.output, "result.json"), "w") as fh:
         json.dump(out, fh, indent=1, default=float)
     try:
@@ -293,7 +341,7 @@ def main(argv=None) -> int:
         pass
     if args.record and not args.quick:
         cmd = "python experiments/fit_rdf.py" + " ".join(
-            f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("steps", "lr", "md_steps", "replicas", "pressure_weight"))
+            f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("steps", "lr", "md_steps", "replicas", "pressure_weight", "knots"))
         append_results("Morse fitted to the RDF of EMT liquid Cu by differentiable simulation (DiffTRe)",
                        f"`{cmd}` — target: {len(frac)} EMT frames, 256 atoms, {args.temperature:g} K, "
                        f"MSD {msd_target[-1]:.1f} Å² over {dt_frame_ps * (len(frac) - 1):.1f} ps.\n\n{table}\n\n**{summary}**\n")

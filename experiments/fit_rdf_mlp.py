@@ -54,54 +54,13 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from fit_rdf import cell, emt_target  # noqa: E402  (one EMT target recipe for both scripts)
+
 R_MAX, N_BINS, WIDTH = 5.5, 110, 0.05  # Å, bins, Å (kernel σ); R_MAX < half the 108-atom cell (5.6 Å)
 SCHNET = {"features": 16, "interactions": 2, "num_rbf": 16, "filter_hidden": 16, "cutoff_fn": "cosine"}
 CUTOFF = 4.5  # Å: between the 3rd (4.40 Å) and 4th (5.08 Å) fcc neighbour shells
 LIQUID_TRAIN_FRAMES = 0  # liquid frames (1,750 K) in the SchNet's training data: none by default (docstring)
-
-
-def cell(expand: float, repeat: int = 3):
-    from ase.build import bulk
-
-    from mlpjax.data.emt import EMT_CU_LATTICE
-
-    return bulk("Cu", "fcc", a=EMT_CU_LATTICE * expand, cubic=True).repeat(repeat)
-
-
-def emt_target(out_dir: str, args) -> dict:
-    """EMT liquid frames at args.temperature, cached: positions [F, N, 3] Å (unwrapped), forces
-    [F, N, 3] eV/Å, energies [F] eV, cell [3, 3] Å."""
-    path = os.path.join(out_dir, "emt_frames.npz")
-    settings = np.asarray([args.temperature, args.expand, args.melt_steps, args.equilibrate_steps, args.target_frames,
-                           args.seed], np.float64)  # what the cached frames were made with
-    if os.path.exists(path):
-        z = np.load(path)
-        if "settings" in z.files and np.array_equal(z["settings"], settings):
-            return {k: z[k] for k in z.files}
-    from ase import units
-    from ase.calculators.emt import EMT
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import thermalize_momenta
-
-    t0 = time.perf_counter()
-    atoms = cell(args.expand)
-    atoms.calc = EMT()
-    rng = np.random.default_rng(args.seed)
-    thermalize_momenta(atoms, 3000, rng=rng)
-    dt = 2.0 * units.fs
-    Langevin(atoms, dt, temperature_K=3000, friction=0.02, fixcm=False, rng=rng).run(args.melt_steps)  # melt
-    dyn = Langevin(atoms, dt, temperature_K=args.temperature, friction=0.02, fixcm=False, rng=rng)
-    dyn.run(args.equilibrate_steps)
-    pos, forces, energies = [], [], []
-    for _ in range(args.target_frames):
-        dyn.run(20)
-        pos.append(atoms.get_positions(wrap=False).copy())
-        forces.append(atoms.get_forces().copy())
-        energies.append(atoms.get_potential_energy())
-    out = {"positions": np.asarray(pos), "forces": np.asarray(forces), "energies": np.asarray(energies),
-           "cell": atoms.cell.array, "seconds": np.asarray(time.perf_counter() - t0), "settings": settings}
-    np.savez(path, **out)
-    return out
 
 
 def _data_kwargs(quick: bool, liquid_frames: int) -> dict:
@@ -274,8 +233,8 @@ def main(argv=None) -> int:
     from mlpjax.md import MDConfig
 
     dtype = np.float32
-    target = emt_target(args.output, args)
-    atoms = cell(args.expand)
+    target = emt_target(args.output, args, repeat=3)  # the 108-atom cell
+    atoms = cell(args.expand, repeat=3)
     print(f"EMT target: {len(target['positions'])} frames of {len(atoms)} atoms at {args.temperature:g} K", flush=True)
     train, valid, test = training_data(args.output, args)
     pot, train_s = trained_schnet(args.output, train, valid, test, args)
