@@ -1,9 +1,9 @@
-"""Command-line interface: ``mlpjax train | evaluate | validate | md | analyze | data``.
+"""Command-line interface: ``mlpjax train | evaluate | validate | md | analyze | data | active | serve-ipi``.
 
 Every sub-command is a thin layer over the Python API (mlpjax.training.train,
 mlpjax.validate.metrics, mlpjax.validate.validate_report, mlpjax.md.simulate,
 mlpjax.replicas.simulate_replicas,
-mlpjax.analysis, mlpjax.data.emt), so
+mlpjax.analysis, mlpjax.data.emt, mlpjax.ipi.serve), so
 scripts and the CLI do the same thing. ``mlpjax SUBCOMMAND --help`` documents each.
 
 Errors. Every option that takes a value has a checked ``type=`` (:class:`_Number` ranges,
@@ -241,6 +241,35 @@ class _Element:
         if text not in atomic_numbers or text == "X":
             raise argparse.ArgumentTypeError(f"{text!r} is not a chemical symbol (e.g. Cu, Au, O)")
         return text
+
+
+class _IPIAddress(_Text):
+    """``HOST:PORT`` of an i-PI server (:func:`mlpjax.ipi.parse_address`); a _Text, so never empty."""
+
+    __name__ = "address"
+
+    def __call__(self, text: str):
+        from mlpjax.ipi import parse_address
+
+        super().__call__(text)
+        try:
+            return parse_address(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+
+class _IPISocketName(_Text):
+    """The NAME of a Unix socket /tmp/ipi_NAME (a full /tmp/ipi_NAME path is accepted too)."""
+
+    __name__ = "name"
+
+    def __call__(self, text: str) -> str:
+        super().__call__(text)
+        name = text[len("/tmp/ipi_"):] if text.startswith("/tmp/ipi_") else text
+        if not name or "/" in name:
+            raise argparse.ArgumentTypeError(f"expected a socket NAME such as mlpjax (the file is /tmp/ipi_NAME, as "
+                                             f"i-PI and LAMMPS name it), got {text!r}")
+        return name
 
 
 class _UsageError(SystemExit):
@@ -877,6 +906,47 @@ def _cmd_active(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------- serve-ipi
+def _cmd_serve_ipi(args) -> int:
+    from ase.data import chemical_symbols
+
+    from mlpjax import load
+    from mlpjax.data import read_structure
+    from mlpjax.ipi import DriverError, describe_server, is_periodic, serve
+
+    _enable_x64_if(args.float64)
+    pot = load(args.model)
+    template = read_structure(args.structure, index=args.index).to_atoms()
+    unknown = sorted(set(template.numbers.tolist()) - {int(z) for z in pot.species})
+    if unknown:
+        raise _config_error(f"structure {args.structure} contains {', '.join(chemical_symbols[z] for z in unknown)}, but "
+                            f"the model knows only {', '.join(chemical_symbols[z] for z in pot.species)}", "--structure")
+    periodic = {"auto": None, "yes": True, "no": False}[args.periodic]
+    if periodic is None and not template.cell.any():
+        kind = "periodic in the server's box (the structure file has no cell; --periodic no for a molecule)"
+    else:
+        kind = "periodic (virial sent)" if is_periodic(template, periodic) else "not periodic (virial 0)"
+    server = describe_server(args.address, args.unix)
+    print(f"mlpjax serve-ipi: {pot.model} model, {len(template)} atoms ({template.get_chemical_formula()}), {kind}; "
+          f"connecting to {server}", flush=True)
+    try:
+        result = serve(pot, template, address=args.address, unix=args.unix, periodic=periodic,
+                       max_steps=args.max_steps, wait_s=args.wait, log=args.log)
+    except DriverError as err:
+        option = {"address": "--unix" if args.unix else "--address"}.get(err.option, f"--{err.option}")
+        raise _config_error(f"{err} ({option})", option) from None
+    timing = ""
+    if result.steps:
+        timing = f" (the first, compilation included, after {result.first_call_seconds:.2f} s"
+        if result.steps > 1:
+            timing += f"; then {1000 * (result.seconds - result.first_call_seconds) / (result.steps - 1):.1f} ms wall per call"
+        timing += ")"
+    why = "--max-steps reached" if result.reason == "max_steps" else "the server closed the connection"
+    print(f"mlpjax serve-ipi: answered {result.steps} force calls in {result.seconds:.1f} s{timing}; {why}"
+          + (f"; log {args.log}" if args.log else ""))
+    return 0
+
+
 # ------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     """The ``mlpjax`` parser. Every option that takes a value has a checked ``type=`` or ``choices=``
@@ -886,7 +956,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mlpjax", description="Machine-learning interatomic potentials in JAX.")
     p.add_argument("--version", action="version", version=f"mlpjax {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                           help="train | evaluate | validate | md | analyze | data | active (mlpjax COMMAND --help)")
+                           help="train | evaluate | validate | md | analyze | data | active | serve-ipi (mlpjax COMMAND --help)")
     infile, outfile, outdir, key = _InputFile(), _OutputFile(), _OutputDir(), _Text()
 
     def label_keys(sp):
@@ -1089,6 +1159,34 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--output", type=outdir, help="run directory (default: the config's output, else CONFIG-STEM_run)")
     al.add_argument("--quiet", action="store_true", help="no progress lines")
     al.set_defaults(func=_cmd_active)
+
+    ip = sub.add_parser("serve-ipi", help="serve MODEL's energy/forces/virial to i-PI over a socket (i-PI protocol)",
+                        description="Connect to an i-PI server (i-PI's <ffsocket>, or ASE's SocketIOCalculator) as a "
+                        "force driver: every step the server sends the cell and positions, MODEL answers with the "
+                        "energy, forces and virial (mlpjax.ipi.serve, through ASE's SocketClient and the mlpjax ASE "
+                        "calculator; atomic units on the wire). STRUCTURE gives the species in the server's atom order "
+                        "and whether the system is periodic. Runs until the server sends EXIT or --max-steps.")
+    ip.add_argument("model", type=infile, help="model file (model.mlpjax)")
+    conn = ip.add_mutually_exclusive_group(required=True)
+    conn.add_argument("--address", type=_IPIAddress(), metavar="HOST:PORT",
+                      help="INET server, e.g. localhost:31415 (i-PI <ffsocket mode='inet'>)")
+    conn.add_argument("--unix", type=_IPISocketName(), metavar="NAME",
+                      help="Unix socket /tmp/ipi_NAME (i-PI <ffsocket mode='unix'><address>NAME</address>)")
+    ip.add_argument("--structure", type=infile, required=True, metavar="FILE",
+                    help="template structure (any file ASE reads, e.g. i-PI's init.xyz): the species, in the server's "
+                    "atom order; its positions are not used")
+    ip.add_argument("--index", type=_INT, default=0, help="frame of --structure (default 0, the first)")
+    ip.add_argument("--periodic", choices=["auto", "yes", "no"], default="auto",
+                    help="auto (default): the structure's pbc, or periodic in the server's box when the file has no "
+                    "cell (a plain xyz, i-PI's init.xyz); yes; no: a molecule (no periodic images, virial 0)")
+    ip.add_argument("--max-steps", type=_POS_INT, metavar="N", help="disconnect after answering this many force calls (default: "
+                    "serve until the server sends EXIT)")
+    ip.add_argument("--wait", type=_POS_FLOAT, default=60.0, metavar="SECONDS",
+                    help="seconds to keep retrying while the server is not listening yet (default 60)")
+    ip.add_argument("--log", type=outfile, metavar="FILE", help="CSV of every answered call: step, seconds, energy_eV, "
+                    "max_force_eV_per_A, volume_A3, pressure_GPa")
+    ip.add_argument("--float64", action="store_true", help="evaluate the model in float64 (default float32)")
+    ip.set_defaults(func=_cmd_serve_ipi)
     p.commands = dict(sub.choices)  # name → sub-parser (_Parser.parse_args reports unrecognised arguments there)
     return p
 
