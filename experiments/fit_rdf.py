@@ -122,9 +122,10 @@ def main(argv=None) -> int:
                    help="weight of the pressure term: loss = mean (g - g_EMT)^2 + w (dP / 20 GPa)^2 (0: the RDF alone)")
     p.add_argument("--start", type=float, nargs=3, default=(0.75, 1.25, 0.8), metavar=("D", "ALPHA", "R0"),
                    help="the wrong start: factors on Girifalco-Weizer's D, alpha, r0")
-    p.add_argument("--knots", type=int, default=12,
-                   help="B-spline correction knots of the wrong start's fit (Morse + spline, 2 Å to cutoff - switch); "
-                        "0: a plain Morse fit")
+    p.add_argument("--knots", type=int, default=0,
+                   help="fit the wrong start as Morse + a B-spline correction with this many knots (2 Å to cutoff - "
+                        "switch; model morse_spline); 0 (default): a plain Morse fit. Measured: --knots 12 with "
+                        "--steps 40 --lr 0.01 ended at RDF L2 0.115, worse than plain Morse's 0.069 (not converged)")
     p.add_argument("--melt-steps", type=int, default=1000)
     p.add_argument("--equilibrate-steps", type=int, default=1000)
     p.add_argument("--target-frames", type=int, default=150)
