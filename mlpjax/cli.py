@@ -942,7 +942,7 @@ def _cmd_serve_ipi(args) -> int:
             timing += f"; then {1000 * (result.seconds - result.first_call_seconds) / (result.steps - 1):.1f} ms wall per call"
         timing += ")"
     why = "--max-steps reached" if result.reason == "max_steps" else "the server closed the connection"
-    print(f"mlpjax serve-ipi: answered {result.steps} force calls in {result.seconds:.1f} s{timing}; {why}"
+    print(f"mlpjax serve-ipi: answered {result.steps} force call{'' if result.steps == 1 else 's'} in {result.seconds:.1f} s{timing}; {why}"
           + (f"; log {args.log}" if args.log else ""))
     return 0
 
