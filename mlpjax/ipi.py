@@ -50,7 +50,8 @@ import socket
 import time
 
 import numpy as np
-from ase import units
+
+from mlpjax.units import GPA_PER_EV_A3
 
 
 class DriverError(RuntimeError):
@@ -208,7 +209,7 @@ def serve(potential, template, *, address=None, unix: str | None = None, periodi
                 volume, pressure = "", ""
                 if use_stress:  # W = -V σ, so the potential part of the pressure -tr σ / 3 = tr W / 3V
                     v = atoms.get_volume()
-                    volume, pressure = f"{v:.6f}", f"{np.trace(virial) / (3 * v) / units.GPa:.6f}"
+                    volume, pressure = f"{v:.6f}", f"{np.trace(virial) / (3 * v) * GPA_PER_EV_A3:.6f}"
                 out.write(f"{steps},{time.perf_counter() - t0:.4f},{energy:.10f},{fmax:.6g},{volume},{pressure}\n")
             if max_steps is not None and steps >= max_steps:
                 raise _Stop

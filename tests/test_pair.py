@@ -123,7 +123,7 @@ def test_species_pair_parameters_against_numpy(name):
     options = {}
     if name in ("morse", "morse_spline"):
         tables = {"D": rng.uniform(0.2, 0.5, (3, 3)), "alpha": rng.uniform(1.1, 1.6, (3, 3)), "r0": rng.uniform(2.6, 3.0, (3, 3))}
-        spline_terms = lambda r, p: 0.0  # noqa: E731
+        elements = []
         if name == "morse_spline":  # 7 knots 2.0-4.5 Å (h = 5/12 Å), scipy's B-spline basis elements as the reference
             from scipy.interpolate import BSpline
 
@@ -132,8 +132,8 @@ def test_species_pair_parameters_against_numpy(name):
             h = (cutoff - width - 2.0) / 6
             elements = [BSpline.basis_element(2.0 + k * h + h * np.arange(-2, 3), extrapolate=False) for k in range(7)]
 
-            def spline_terms(r, p):
-                return sum(p["spline"][..., k] * np.nan_to_num(b(r)) for k, b in enumerate(elements))
+        def spline_terms(r, p):  # 0 for plain Morse (no basis elements)
+            return sum((p["spline"][..., k] * np.nan_to_num(b(r)) for k, b in enumerate(elements)), 0.0)
 
         def phi(r, p):
             e = np.exp(-p["alpha"] * (r - p["r0"]))

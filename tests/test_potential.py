@@ -19,7 +19,6 @@ from mlpjax.files import CorruptFileError
 from mlpjax.data import DataError, read
 from mlpjax.graph import Budget, batches, make_budget, pack, to_graph, to_graphs
 from mlpjax.graph.neighbors import neighbor_list
-from mlpjax.potential import Potential
 
 # ---------------------------------------------------------------------------
 # Registry

@@ -4,7 +4,6 @@ for new elements and for a config that changes the architecture (tiny SchNet on 
 
 from __future__ import annotations
 
-import json
 
 import jax
 import numpy as np

@@ -4,7 +4,6 @@ import dataclasses
 import os
 import warnings
 
-import numpy as np
 import pytest
 from ase.io import write as ase_write
 

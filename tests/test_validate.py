@@ -92,7 +92,7 @@ def test_parity_plot_from_predictions(tmp_path):
 
 
 def test_predict_dataset_matches_calculator(tmp_path):
-    from ase.build import bulk, molecule
+    from ase.build import bulk
 
     from mlpjax.training import prepare_potential
 
