@@ -4,7 +4,9 @@ mlpjax's MACEConfig, energy + forces on the same structures. Runs in a separate 
 
     /path/to/peer-venv/bin/python benchmarks/peers/mace_torch_speed.py spec.json
 
-Prints one JSON line: {"version": ..., "sizes": [{"n_atoms", "inference_s", "compile_s"}]}.
+Prints one JSON line: {"version": ..., "sizes": [{"n_atoms", "inference_s", "compile_s"}], "n_params",
+"peak_rss_MB"} (compile_s: the first call, torch has no compilation step in eager mode; peak_rss_MB:
+the process's peak resident set size, which includes torch itself).
 Hyperparameter mapping (mlpjax → mace-torch): features, hidden_l_max → hidden_irreps
 "Fx0e + Fx1o + ..."; l_max → max_ell; correlation; num_bessel; envelope_p →
 num_polynomial_cutoff; radial_hidden → radial_MLP; readout_hidden → MLP_irreps "Hx0e";
@@ -15,6 +17,7 @@ RealAgnosticInteractionBlock), SiLU gate — mace-torch's standard MACE.
 import importlib.metadata
 import json
 import os
+import resource
 import sys
 import time
 
@@ -72,7 +75,9 @@ def main(spec_path):
         sizes.append({"n_atoms": len(atoms), "inference_s": float(np.median(times)), "compile_s": first})
         print(f"  mace-torch N={len(atoms)}: {np.median(times) * 1e3:.1f} ms", file=sys.stderr, flush=True)
     print(json.dumps({"version": importlib.metadata.version("mace-torch"), "torch": torch.__version__,
-                      "threads": torch.get_num_threads(), "hidden_irreps": hidden, "sizes": sizes}))
+                      "threads": torch.get_num_threads(), "hidden_irreps": hidden, "sizes": sizes,
+                      "n_params": int(sum(p.numel() for p in model.parameters())),
+                      "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
 
 
 if __name__ == "__main__":
