@@ -59,6 +59,12 @@ class TrainConfig:
     model_config: dict = dataclasses.field(default_factory=dict)  # the model's options, e.g. {features: 64}
     cutoff: float = 5.0  # Å, neighbour cutoff of the model
     # --- data
+    # data files (extxyz, ASE db/traj, MD17 npz: read into memory; a packed .h5 from `mlpjax data pack`: streamed
+    # from disk, mlpjax.training.streaming). None: the data are passed to mlpjax.training.train (train_file then
+    # records where they came from: `mlpjax train --train` sets it)
+    train_file: str | None = None  # training data (split by valid_fraction/test_fraction where no valid/test set)
+    valid_file: str | None = None  # validation data
+    test_file: str | None = None  # test data (metrics and parity plot at the end)
     units: str = "eV"  # units the data FILES are written in (mlpjax.units.resolve_units); internal units are eV/Å
     valid_fraction: float = 0.1  # fraction of the training data held out for validation (when no valid set is given)
     test_fraction: float = 0.0  # fraction held out for the final test (when no test set is given)
@@ -218,6 +224,11 @@ def _validate(cfg: TrainConfig) -> None:
     if not cfg.valid_fraction + cfg.test_fraction < 1:
         raise ConfigError(f"valid_fraction + test_fraction must be < 1, got {_fmt(cfg.valid_fraction)} + "
                           f"{_fmt(cfg.test_fraction)}", option="valid_fraction")
+    for name in ("train_file", "valid_file", "test_file"):
+        value = getattr(cfg, name)
+        if value is not None and not (isinstance(value, (str, os.PathLike)) and os.fspath(value)):
+            raise ConfigError(f"{name} must be a data file path or null, got {_fmt(value)}", option=name)
+    check_streaming(cfg)
     if cfg.init_from is not None and not isinstance(cfg.init_from, (str, os.PathLike)):
         raise ConfigError(f"init_from must be a model file path or null, got {_fmt(cfg.init_from)}", option="init_from")
     if not isinstance(cfg.freeze, tuple) or not all(isinstance(p, str) and p for p in cfg.freeze):
@@ -233,8 +244,38 @@ def _validate(cfg: TrainConfig) -> None:
         raise ConfigError("all loss weights are zero; set energy_weight, forces_weight or stress_weight > 0", option="energy_weight")
 
 
+def is_packed(path) -> bool:
+    """True when ``path`` names a packed data set (a .h5/.hdf5 file: streamed from disk when trained on)."""
+    from mlpjax.data.packed import is_packed_path  # here, not at the top: mlpjax.data imports this module
+
+    return is_packed_path(path)
+
+
+def check_streaming(cfg: TrainConfig, *, train_is_packed: bool | None = None) -> None:
+    """ConfigError for what training from a packed (streamed) training set does not do: ensembles,
+    fine-tuning (``init_from``) and closed-form fits (GAP). ``train_is_packed`` (default: whether
+    ``train_file`` names a packed file) is True when a :class:`mlpjax.data.PackedDataset` is passed in."""
+    from mlpjax import models
+
+    packed = is_packed(cfg.train_file) if train_is_packed is None else train_is_packed
+    if not packed:
+        return
+    what = f"train_file {os.fspath(cfg.train_file)}" if is_packed(cfg.train_file) else "a packed training set"
+    hint = "; use the data in memory (an extxyz/db train_file) for it"
+    if cfg.ensemble_size > 1:
+        raise ConfigError(f"{what} is streamed from disk, which trains one model: ensembles (ensemble_size "
+                          f"{cfg.ensemble_size}) need the training set in memory{hint}", option="ensemble_size")
+    if cfg.init_from is not None:
+        raise ConfigError(f"{what} is streamed from disk; fine-tuning (init_from) re-fits E0 on data in memory{hint}",
+                          option="init_from")
+    if models.fit_fn(cfg.model) is not None:
+        raise ConfigError(f"{what} is streamed from disk; {cfg.model} is fitted in closed form on data in memory"
+                          f"{hint}", option="train_file")
+
+
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_NULLABLE = ("max_time_minutes", "clip_grad_norm", "patience", "init_from")  # None switches the feature off
+_NULLABLE = ("max_time_minutes", "clip_grad_norm", "patience", "init_from", "train_file", "valid_file",
+             "test_file")  # None switches the feature off
 _FLOAT_FIELDS = ("max_time_minutes", "clip_grad_norm")  # float fields whose default is None or an int
 
 
@@ -254,6 +295,10 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"init_from must be a model file path, got {_fmt(value)}", option=name)
         return value
+    if name in ("train_file", "valid_file", "test_file"):
+        if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+            raise ConfigError(f"{name} must be a data file path, got {_fmt(value)}", option=name)
+        return os.fspath(value)
     if name == "model_config":
         if not isinstance(value, dict):
             raise ConfigError(f"model_config must be a mapping of model options, got {_fmt(value)}", option=name)

@@ -395,7 +395,8 @@ class _File:
             self.h5.close()
             raise DataError("offsets do not match n_atoms: the file is corrupt; pack the source again", source=path,
                             field="offsets")
-        self.edge_cache: dict[str, np.ndarray] = {}
+        self.edge_cache: dict[str, np.ndarray] = {}  # stored counts, by cutoff key
+        self.edge_computed: dict[str, np.ndarray] = {}  # counts computed here ([n], -1 where not yet)
 
     def _check(self) -> None:
         a, path = self.h5.attrs, self.path
@@ -598,18 +599,30 @@ class PackedDataset(Sequence[Configuration]):
             return stored
         from mlpjax.graph.neighbors import neighbor_list
 
-        counts = np.empty(len(self), np.int64)
+        known = self._f.edge_computed.setdefault(_cutoff_key(cutoff), np.full(self._f.n, -1, np.int64))
+        missing = np.unique(self._index[known[self._index] < 0])  # ascending file indices
         m = self._f.meta
-        for start in range(0, len(self), _READ_BLOCK):
-            pos = np.arange(start, min(start + _READ_BLOCK, len(self)))
-            ids = self._index[pos]
-            order = np.argsort(ids, kind="stable")
-            atoms, local = self._atom_rows(ids[order], ("positions",))
-            for j, o in enumerate(order):
-                k = int(ids[o])
-                counts[pos[o]] = neighbor_list(atoms["positions"][local[j]:local[j + 1]], m["cell"][k], m["pbc"][k],
-                                               cutoff).senders.shape[0]
-        return counts
+        for start in range(0, len(missing), _READ_BLOCK):
+            ids = missing[start:start + _READ_BLOCK]
+            atoms, local = self._atom_rows(ids, ("positions",))
+            for j, k in enumerate(ids):
+                known[k] = neighbor_list(atoms["positions"][local[j]:local[j + 1]], m["cell"][k], m["pbc"][k],
+                                         cutoff).senders.shape[0]
+        return known[self._index].copy()
+
+    def species_present(self) -> dict[int, int]:
+        """``{Z: file index of the first structure of the view containing Z}`` for every element of the
+        view, from one pass over ``numbers`` (1 byte per atom)."""
+        first: dict[int, int] = {}
+        ids_all = np.sort(self._index)
+        for start in range(0, len(ids_all), _READ_BLOCK):
+            ids = ids_all[start:start + _READ_BLOCK]
+            atoms, local = self._atom_rows(ids, ("numbers",))
+            z_new = [int(z) for z in np.unique(atoms["numbers"]) if int(z) not in first]
+            for z in z_new:
+                row = int(np.argmax(atoms["numbers"] == z))
+                first[z] = int(ids[int(np.searchsorted(local, row, side="right") - 1)])
+        return dict(sorted(first.items()))
 
     def statistics(self, *, cutoff: float | None = None, species: Sequence[int] | None = None,
                    ridge: float = 1e-8) -> PackedStatistics:
