@@ -23,6 +23,10 @@ Pipeline of :func:`train`:
    ``log.json``, ``config.yaml``, and at the end ``model.mlpjax`` (best EMA
    parameters) and ``parity.png`` (test set, else validation set).
 
+Data larger than memory: a packed training set (:class:`mlpjax.data.PackedDataset`, ``train_file:
+data.h5`` from ``mlpjax data pack``) is streamed from disk instead (:mod:`mlpjax.training.streaming`):
+graphs built on demand in a background thread, the same budget, batches and losses as in memory.
+
 Resume (``resume=True``) restores parameters, EMA, optimiser and plateau state, epoch,
 best loss, patience counter and history and continues with the next epoch (or inside
 the epoch a time limit cut). Batch shuffling uses ``seed + epoch``, so a resumed run
@@ -73,6 +77,7 @@ from mlpjax.training.prepare import (
     resolve_dtype,
     split_data,
 )
+from mlpjax.training import streaming as _streaming
 from mlpjax.training.sharding import make_data_parallel, resolve_devices
 from mlpjax.training.steps import (TrainState, init_member_states, init_state, make_member_step, make_plateau,
                                    make_step_fns)
@@ -182,17 +187,23 @@ def finalize(config: TrainConfig, potential: Potential, *, output_dir: str, trai
     # imported here, not at the top: the package mlpjax.validate loads its physical checks too
     from mlpjax.validate.metrics import metrics, parity_plot
 
-    valid_metrics = metrics(potential, valid_set) if valid_set else None
-    test_metrics = metrics(potential, test_set) if test_set else None
+    def measured(configs):  # a packed set: streamed, the same numbers
+        return _streaming.metrics(potential, configs) if _streaming.is_streamed(configs) else metrics(potential, configs)
+
+    def sources(configs):
+        return [configs.path] if _streaming.is_streamed(configs) else data_sources(configs)
+
+    valid_metrics = measured(valid_set) if valid_set else None
+    test_metrics = measured(test_set) if test_set else None
     metadata = {
         "units": config.units,  # units the training data files were written in (mlpjax.units.resolve_units name)
         "internal_units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"},
         "species": [int(z) for z in potential.species],
         "split": split_info,
         "data_files": {
-            "train": data_sources(all_input),
-            "valid": data_sources(valid_configs) if valid_configs is not None else None,
-            "test": data_sources(test_configs) if test_configs is not None else None,
+            "train": sources(all_input),
+            "valid": sources(valid_configs) if valid_configs is not None else None,
+            "test": sources(test_configs) if test_configs is not None else None,
         },
         "n_train": len(train_set),
         "n_valid": len(valid_set) if valid_set else 0,
@@ -224,7 +235,12 @@ def finalize(config: TrainConfig, potential: Potential, *, output_dir: str, trai
     if plot_set and writer:
         try:
             paths["parity"] = os.path.join(output_dir, "parity.png")
-            parity_plot(final, plot_set, paths["parity"], title=f"{'test' if test_set else 'validation'} set")
+            title = f"{'test' if test_set else 'validation'} set"
+            if _streaming.is_streamed(plot_set):  # a packed set: its first structures
+                shown = _streaming.sample(plot_set, _streaming.PARITY_SAMPLE)
+                title += f" (first {len(shown)} of {len(plot_set)} structures)" if len(shown) < len(plot_set) else ""
+                plot_set = shown
+            parity_plot(final, plot_set, paths["parity"], title=title)
         except Exception as err:  # a plotting problem must not lose a trained model
             warnings.warn(f"could not write the parity plot: {err}", stacklevel=2)
             paths.pop("parity", None)
@@ -358,7 +374,7 @@ def _show_step(bar, clock: _StepClock, schedule, host_step: int, lr_peak: float,
 # --------------------------------------------------------------------- train
 def train(
     config: TrainConfig,
-    train_configs: Sequence[_data.Configuration],
+    train_configs: Sequence[_data.Configuration] | None = None,
     valid_configs: Sequence[_data.Configuration] | None = None,
     *,
     output_dir,
@@ -374,7 +390,10 @@ def train(
       config: hyperparameters.
       train_configs: labelled training data (split into train/valid/test by
         ``valid_fraction``/``test_fraction``/``split_seed`` where ``valid_configs`` /
-        ``test_configs`` are not given).
+        ``test_configs`` are not given). None: ``config.train_file`` (and ``valid_file`` /
+        ``test_file`` for sets not given), a packed ``.h5`` opened lazily, any other file read with
+        ``config.units``. A :class:`mlpjax.data.PackedDataset` (given or opened) is streamed from
+        disk (:mod:`mlpjax.training.streaming`); valid/test sets may be packed too.
       output_dir: where logs, checkpoints, the model and the parity plot go.
       resume: continue from ``output_dir/checkpoint.ckpt`` (falling back to the
         previous checkpoint if the latest is corrupt; starting fresh with a warning
@@ -394,9 +413,14 @@ def train(
     After the first steps the measured time per step and the expected epoch time are
     printed (``progress``), with a warning when one epoch will not fit the budget.
     """
-    check_data_units(train_configs, config, strict=strict)
+    train_configs, valid_configs, test_configs = _streaming.open_data(config, train_configs, valid_configs, test_configs)
+    streamed = _streaming.is_streamed(train_configs)  # a packed training set: streamed from disk
+    if streamed:
+        _streaming.check_supported(config)
+    unit_sample = lambda cs: _streaming.sample(cs, _streaming.UNIT_CHECK_SAMPLE) if _streaming.is_streamed(cs) else cs  # noqa: E731
+    check_data_units(unit_sample(train_configs), config, strict=strict)
     if valid_configs:
-        check_data_units(valid_configs, config, strict=strict)
+        check_data_units(unit_sample(valid_configs), config, strict=strict)
     if _models.fit_fn(config.model) is not None:  # closed-form fit (GAP): no epochs, no optimiser
         return _models.fit_fn(config.model)(config, train_configs, valid_configs, output_dir=output_dir,
                                             test_configs=test_configs, progress=progress)
@@ -409,7 +433,7 @@ def train(
     os.makedirs(output_dir, exist_ok=True)
     ckpt_path = os.path.join(output_dir, CHECKPOINT_NAME)
     dtype = resolve_dtype(config)
-    all_input = list(train_configs)
+    all_input = train_configs if streamed else list(train_configs)
     if not all_input:
         raise ValueError("no training configurations")
 
@@ -439,7 +463,10 @@ def train(
         else:
             warnings.warn(f"resume=True but no checkpoint in {output_dir}; starting a fresh run", stacklevel=2)
 
-    train_set, valid_set, test_set, split_info = split_data(config, all_input, valid_configs, test_configs)
+    if streamed:  # views of the file, the same indices
+        train_set, valid_set, test_set, split_info = _streaming.split(config, all_input, valid_configs, test_configs)
+    else:
+        train_set, valid_set, test_set, split_info = split_data(config, all_input, valid_configs, test_configs)
     if ck is not None:
         saved_split = json.loads(ck["split"])
         if saved_split.get("n") != split_info["n"] or saved_split.get("train") != split_info["train"]:
@@ -457,13 +484,24 @@ def train(
 
         check_representable(source, config.init_from, train_set, valid_set, test_set)
         species = source.species  # the model's species indices, even where the new data have fewer elements
+    elif streamed:  # one pass over the file: the species, E0, energy and force statistics, neighbour counts
+        stats = train_set.statistics(cutoff=config.cutoff)
+        species = stats.dataset.species
     else:
         species = _data.species_in(train_set)
-    train_graphs = to_graphs(train_set, species, config.cutoff)
-    valid_graphs = to_graphs(valid_set, species, config.cutoff) if valid_set else []
+    if streamed:  # graphs built when a batch needs them (in the prefetch thread)
+        for name, other in (("validation", valid_set), ("test", test_set)):
+            _streaming.check_species(other, species, what=name)
+        train_graphs = _streaming.LazyGraphs(train_set, species, config.cutoff)
+        valid_graphs = _streaming.graphs_of(valid_set, species, config.cutoff) if valid_set else []
+    else:
+        train_graphs = to_graphs(train_set, species, config.cutoff)
+        valid_graphs = to_graphs(valid_set, species, config.cutoff) if valid_set else []
     if ck is not None:
         header = json.loads(ck["potential"])
         potential = Potential.from_header(header)
+    elif streamed:
+        potential = _streaming.prepare_potential(config, stats, train_graphs)
     else:
         potential = prepare_potential(config, train_set, graphs=train_graphs, species=species, source=source)
     members = int(config.ensemble_size)  # > 1: an ensemble (mlpjax.ensemble), trained in one vmapped step
@@ -473,13 +511,19 @@ def train(
         potential = ensemble_from_potential(potential, members, kind=config.ensemble_kind, seed=int(config.seed),
                                             graphs=train_graphs)
     member_graphs = _member_training_sets(config, train_graphs) if members > 1 and config.ensemble_kind == "full" else None
-    budget = make_budget(train_graphs + valid_graphs, config.batch_size)
-    steps_per_epoch = max(_batch_groups(g, budget) for g in (member_graphs or [train_graphs]))
-    compute_stress = config.stress_weight > 0 and any(c.stress is not None and c.periodic for c in train_set)
+    if streamed:  # the same budget and steps, from the structures' atom and edge counts
+        budget = _streaming.budget_of([train_graphs, valid_graphs], config.batch_size)
+        steps_per_epoch = _streaming.n_batches(train_graphs, budget)
+        compute_stress = _streaming.compute_stress(config, train_set)
+    else:
+        budget = make_budget(train_graphs + valid_graphs, config.batch_size)
+        steps_per_epoch = max(_batch_groups(g, budget) for g in (member_graphs or [train_graphs]))
+        compute_stress = config.stress_weight > 0 and any(c.stress is not None and c.periodic for c in train_set)
     dp = None  # data parallel over a device mesh (mlpjax.training.sharding): devices != 1, or several processes
     if n_devices > 1 or jax.process_count() > 1:
-        dp = make_data_parallel(potential, config, n_devices=n_devices, train_graphs=train_graphs,
-                                valid_graphs=valid_graphs, compute_stress=compute_stress)
+        size = _streaming.sizes if streamed else (lambda g: g)  # streamed: the budget from the counts
+        dp = make_data_parallel(potential, config, n_devices=n_devices, train_graphs=size(train_graphs),
+                                valid_graphs=size(valid_graphs), compute_stress=compute_stress)
         steps_per_epoch, fns = dp.steps_per_epoch, dp.fns
         say_devices = dp.describe()
     else:
@@ -531,7 +575,15 @@ def train(
     if writer:
         dump_config(config, os.path.join(output_dir, "config.yaml"))
     eval_graphs = valid_graphs if valid_graphs else train_graphs
-    if dp is None:
+    if streamed:  # read again at every evaluation, in the background
+        if dp is None:
+            eval_batches = _streaming.Reiterable(
+                lambda: _streaming.to_device(batches(eval_graphs, budget, shuffle=False, dtype=dtype)),
+                _streaming.n_batches(eval_graphs, budget))
+        else:
+            eval_batches = _streaming.Reiterable(lambda: dp.batches(eval_graphs, shuffle=False, dtype=dtype),
+                                                 dp.steps(len(eval_graphs)))
+    elif dp is None:
         eval_batches = list(batches(eval_graphs, budget, shuffle=False, dtype=dtype))
     else:
         eval_batches = list(dp.batches(eval_graphs, shuffle=False, dtype=dtype))
@@ -583,8 +635,12 @@ def train(
                     it = batches(train_graphs, budget, shuffle=True, seed=int(config.seed) * 100003 + epoch, dtype=dtype)
                 else:  # (stacked batch, active): each member its own data order (and bootstrap sample)
                     it = _member_batches(member_graphs, budget, int(config.seed), epoch, dtype)
+                if streamed and dp is None:
+                    it = _streaming.to_device(it)
                 if skip:
                     it = itertools.islice(it, skip, None)
+                if streamed:  # read, neighbour lists, packing and the device copy in a background thread
+                    it = _streaming.prefetch(it)
                 losses, pending, done, stopped = [], None, skip, False
                 for batch in it:
                     if pending is not None:  # the previous step has finished: time it, check the budget
@@ -601,6 +657,8 @@ def train(
                     losses.append(pending)
                     done += 1
                     host_step += 1
+                if streamed:
+                    it.close()  # stops the reading thread (a time-limit break leaves batches unread)
                 if pending is not None and not stopped:
                     jax.block_until_ready(pending)
                     clock.tick()
