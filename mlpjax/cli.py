@@ -311,6 +311,7 @@ _TRAIN_FLAGS = {  # TrainConfig field → the train flag that sets it
     "batch_size": "--batch-size", "learning_rate": "--lr", "units": "--units", "dtype": "--dtype",
     "init_from": "--init-from", "freeze": "--freeze", "refit_reference_energies": "--keep-reference-energies",
     "ensemble_size": "--ensemble", "ensemble_kind": "--ensemble-kind", "bootstrap": "--bootstrap",
+    "train_file": "--train", "valid_file": "--valid", "test_file": "--test", "devices": "--devices",
 }
 _ARCHITECTURE = ("model", "model_config", "cutoff")  # what --init-from takes from the model file
 
@@ -341,10 +342,9 @@ def _cmd_train(args) -> int:
 
     if args.list_params:
         return _list_params(args)
-    missing = [flag for flag, value in (("--train", args.train), ("--output", args.output)) if not value]
-    if missing:
-        raise ConfigError(f"the following arguments are required: {', '.join(missing)} (see mlpjax train --help)",
-                          option=missing[0])
+    if not args.output:
+        raise ConfigError("the following arguments are required: --output" + ("" if args.train else " and --train")
+                          + " (see mlpjax train --help)", option="--output")
     source = load_init_model(args.init_from) if args.init_from else None  # its architecture wins
     given = {}  # architecture fields the user set → who set them (for the --init-from conflict message)
     if args.preset and args.config:
@@ -396,17 +396,37 @@ def _cmd_train(args) -> int:
               f"{cfg.learning_rate:g}; reference energies "
               + ("re-fitted on the new data" if cfg.refit_reference_energies else "kept")
               + (f"; frozen: {', '.join(cfg.freeze)}" if cfg.freeze else ""), flush=True)
+    if cfg.train_file is None:
+        raise ConfigError("the following arguments are required: --train (or train_file in --config; see mlpjax train "
+                          "--help)", option="--train")
     _enable_x64_if(cfg.dtype == "float64")
-    read = lambda p: data.read(p, units=cfg.units, energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key)  # noqa: E731
-    train_set = read(args.train)
-    valid_set = read(args.valid) if args.valid else None
-    test_set = read(args.test) if args.test else None
+    from mlpjax.config import is_packed
+
+    keys = {"--energy-key": (args.energy_key, "energy"), "--forces-key": (args.forces_key, "forces"),
+            "--stress-key": (args.stress_key, "stress")}
+
+    def read(path, what):  # a packed .h5: opened lazily and streamed (read with its own keys when it was packed)
+        if not is_packed(path):
+            return data.read(path, units=cfg.units, energy_key=args.energy_key, forces_key=args.forces_key,
+                             stress_key=args.stress_key)
+        changed = [flag for flag, (value, default) in keys.items() if value != default]
+        if changed:
+            raise ConfigError(f"{changed[0]} applies to data read here; {what} {path} is packed (its labels were read "
+                              f"when it was packed: mlpjax data pack {changed[0]} ...)", option=changed[0])
+        from mlpjax.training.streaming import open_packed
+
+        return open_packed(path, cfg, what=what)
+
+    train_set = read(cfg.train_file, "--train")
+    valid_set = read(cfg.valid_file, "--valid") if cfg.valid_file else None
+    test_set = read(cfg.test_file, "--test") if cfg.test_file else None
     if cfg.init_from is not None:  # before any compilation: new elements are a one-line error
         check_representable(source, cfg.init_from, train_set, valid_set, test_set)
     print(
-        f"mlpjax train: {cfg.model}, {len(train_set)} training structures from {args.train}"
-        + (f", {len(valid_set)} validation from {args.valid}" if valid_set else f", validation fraction {cfg.valid_fraction}")
-        + (f", {len(test_set)} test from {args.test}" if test_set else ""),
+        f"mlpjax train: {cfg.model}, {len(train_set)} training structures from {cfg.train_file}"
+        + (" (packed: streamed from disk)" if is_packed(cfg.train_file) else "")
+        + (f", {len(valid_set)} validation from {cfg.valid_file}" if valid_set else f", validation fraction {cfg.valid_fraction}")
+        + (f", {len(test_set)} test from {cfg.test_file}" if test_set else ""),
         flush=True,
     )
     os.makedirs(args.output, exist_ok=True)
@@ -838,6 +858,26 @@ def _cmd_data(args) -> int:
     emt_flags = {"--md-frames": ("md_frames", args.md_frames), "--rattled": ("rattled", args.rattled),
                  "--strained": ("strained", args.strained), "--liquid-frames": ("liquid_frames", args.liquid_frames)}
     given = {flag: fv for flag, fv in emt_flags.items() if fv[1] is not None}
+    generate_only = {**{flag: fv[1] for flag, fv in emt_flags.items()}, "--seed": args.seed, "--workers": args.workers,
+                     "--timeout": args.timeout, "--oracle": args.oracle}
+    pack_only = {"--units": args.units, "--cutoff": args.cutoff, "--compression": args.compression,
+                 **{flag: value for flag, value, default in (("--energy-key", args.energy_key, "energy"),
+                                                             ("--forces-key", args.forces_key, "forces"),
+                                                             ("--stress-key", args.stress_key, "stress"))
+                    if value != default}}
+    if args.kind == "pack":
+        bad = [flag for flag, value in generate_only.items() if value is not None]
+        if bad:
+            raise ConfigError(f"{', '.join(bad)}: only for generate and the recipes (pack converts an existing file)",
+                              option=bad[0])
+        return _data_pack(args)
+    bad = [flag for flag, value in pack_only.items() if value is not None]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)}: only for mlpjax data pack IN OUT.h5", option=bad[0])
+    if args.packed is not None:
+        raise ConfigError(f"{args.kind} writes --output, it takes no second file {args.packed!r}", option="OUT")
+    if args.output is None:
+        raise ConfigError(f"mlpjax data {args.kind} needs --output OUT.xyz (see mlpjax data --help)", option="--output")
     if args.kind == "generate":
         if args.recipe is None:
             raise ConfigError("mlpjax data generate needs a recipe: mlpjax data generate RECIPE.yaml --output OUT.xyz "
@@ -886,6 +926,49 @@ def _cmd_data(args) -> int:
     print(f"composition ({composition_path(args.output)}):\n{comp.format()}")
     for w in comp.warnings:
         warnings.warn(w)
+    return 0
+
+
+def _data_pack(args) -> int:
+    """``mlpjax data pack IN OUT.h5``: :func:`mlpjax.data.pack_dataset` with the train command's reading options."""
+    from mlpjax.config import ConfigError
+    from mlpjax.data import pack_dataset
+    from mlpjax.data.packed import PACKED_SUFFIXES, is_packed_path
+
+    if args.packed is not None and args.output is not None and os.path.abspath(args.packed) != os.path.abspath(args.output):
+        raise ConfigError(f"OUT {args.packed} and --output {args.output} both name the packed file: give one",
+                          option="--output")
+    source, out = args.recipe, args.packed or args.output
+    if source is None or out is None:
+        raise ConfigError("mlpjax data pack needs IN and OUT: mlpjax data pack IN.xyz OUT.h5 (see mlpjax data --help)",
+                          option="recipe" if source is None else "OUT")
+    if not is_packed_path(out):
+        raise ConfigError(f"OUT {out} must end in {' or '.join(PACKED_SUFFIXES)} (mlpjax train streams a packed file "
+                          "by its suffix)", option="OUT")
+    if is_packed_path(source):
+        raise ConfigError(f"IN {source} is packed already; pack the data file it came from", option="recipe")
+    if os.path.exists(out) and not args.overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite to replace it (it is replaced only once the new file is "
+                          "complete)", option="OUT")
+    t0, last = time.monotonic(), [time.monotonic()]
+
+    def progress(n: int) -> None:
+        if not args.quiet and time.monotonic() - last[0] > 10.0:
+            last[0] = time.monotonic()
+            print(f"mlpjax data pack: {n:,} frames checked and written ({time.monotonic() - t0:.0f} s)", flush=True)
+
+    summary = pack_dataset(source, out, units=args.units or "eV", energy_key=args.energy_key,
+                           forces_key=args.forces_key, stress_key=args.stress_key, cutoffs=args.cutoff or (),
+                           compression=args.compression or "gzip", progress=progress)
+    from ase.data import chemical_symbols
+
+    mb = lambda b: f"{b / 1e6:.1f} MB"  # noqa: E731
+    print(f"packed {summary.n_structures:,} frames ({summary.n_atoms:,} atoms; "
+          f"{', '.join(chemical_symbols[z] for z in summary.species)}) from {source} ({mb(summary.source_bytes)}) into "
+          f"{out} ({mb(summary.bytes)}, eV/Å) in {summary.seconds:.1f} s"
+          + (f"; neighbour counts stored for {', '.join(f'{c:g}' for c in summary.edge_cutoffs)} Å"
+             if summary.edge_cutoffs else "")
+          + f"; train on it with mlpjax train --train {out}")
     return 0
 
 
@@ -968,7 +1051,8 @@ def build_parser() -> argparse.ArgumentParser:
     from mlpjax import models
 
     t.add_argument("--model", default=None, choices=models.available(), help="architecture (default from --config, else schnet)")
-    t.add_argument("--train", type=infile, help="training data (extxyz, ASE db/traj, MD17 npz); required")
+    t.add_argument("--train", type=infile, help="training data (extxyz, ASE db/traj, MD17 npz: read into memory; a packed .h5 "
+                   "from mlpjax data pack: streamed from disk); required unless --config sets train_file")
     g = t.add_mutually_exclusive_group()
     g.add_argument("--valid", type=infile, help="validation data file")
     g.add_argument("--valid-fraction", type=_HOLDOUT, default=None, help="hold out this fraction of --train for validation, in [0, 1)")
@@ -988,6 +1072,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_POS_FLOAT, help="peak learning rate (> 0)")
     t.add_argument("--units", type=_Units(), help="units of the data files: eV, Hartree (Hartree/Bohr), kcal/mol, kJ/mol, ...")
     t.add_argument("--dtype", choices=["float32", "float64"])
+    t.add_argument("--devices", type=_NONNEG_INT, metavar="N",
+                   help="shard each batch over N local devices (TrainConfig.devices, data parallel; 0: all; default 1)")
     t.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.ckpt")
     t.add_argument("--strict", action="store_true", help="treat unit-sanity warnings (energies/forces whose ranges look "
                    "like meV, Hartree or kcal/mol written as eV) as errors")
@@ -1122,30 +1208,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     from mlpjax.data.generate import recipes
 
-    d = sub.add_parser("data", help="make a reference data set (a recipe: structures, sampling, labelling)",
+    d = sub.add_parser("data", help="make a reference data set (a recipe: structures, sampling, labelling), or pack one "
+                       "into HDF5 (mlpjax data pack IN OUT.h5)",
                        description="Make a labelled data set from a recipe (mlpjax.data.generate): structures built with "
                        "ase.build or read from files, sampled by displacements, MD on a temperature ladder, NEB, rattles, "
                        "strains, vacancies and surfaces, labelled by an oracle (emt, pyscf, xtb, any ASE calculator) in "
                        "worker processes, appended to OUT as they come (a killed run resumes: run the same command again), "
                        "every frame tagged with config_type; prints and writes OUT.composition.json. "
                        f"KIND: generate RECIPE.yaml, or a shipped recipe: {', '.join(recipes())} "
-                       "(emt-cu: the quickstart's fcc Cu with EMT, frames of mlpjax.data.emt.emt_cu).")
-    d.add_argument("kind", choices=["generate"] + recipes(), help="generate (with RECIPE) or a shipped recipe")
-    d.add_argument("recipe", nargs="?", type=infile, help="the YAML recipe of generate")
-    d.add_argument("--output", type=outfile, required=True, help="extxyz file (appended to; resumed when it exists)")
+                       "(emt-cu: the quickstart's fcc Cu with EMT, frames of mlpjax.data.emt.emt_cu). "
+                       "KIND pack: mlpjax data pack IN OUT.h5 converts a data file (anything mlpjax train reads, with "
+                       "its --units and label keys) into a chunked, compressed HDF5 file in eV/Å that mlpjax train "
+                       "--train OUT.h5 streams from disk (mlpjax.data.packed); every frame is checked as it is read, "
+                       "and OUT appears only when complete.")
+    d.add_argument("kind", choices=["generate", "pack"] + recipes(),
+                   help="generate (with RECIPE), pack (IN OUT.h5) or a shipped recipe")
+    d.add_argument("recipe", nargs="?", type=infile, help="the YAML recipe of generate; pack: IN, the data file to pack")
+    d.add_argument("packed", nargs="?", type=outfile, metavar="OUT", help="pack: the .h5 file to write")
+    d.add_argument("--output", type=outfile, help="extxyz file (appended to; resumed when it exists); required "
+                   "except for pack (where it can stand for OUT)")
     d.add_argument("--seed", type=_NONNEG_INT, help="random seed (default: the recipe's, 0 in the shipped ones)")
     d.add_argument("--workers", type=_POS_INT, help="labelling worker processes (default: the recipe's, 1)")
     d.add_argument("--timeout", type=_POS_FLOAT, help="seconds one structure may take to label; a hung one is killed and "
                    "recorded as failed (default: the recipe's, none)")
     d.add_argument("--oracle", type=key, help="label with this oracle instead of the recipe's: emt, xtb, pyscf, "
                    "ase:MODULE:CLASS or a mapping such as '{name: pyscf, xc: pbe, basis: def2-svp}'")
-    d.add_argument("--overwrite", action="store_true", help="delete OUT (and its failures file) first instead of resuming")
+    d.add_argument("--overwrite", action="store_true", help="delete OUT (and its failures file) first instead of resuming; "
+                   "pack: replace an existing OUT")
     d.add_argument("--quiet", action="store_true", help="no progress output")
     d.add_argument("--md-frames", type=_NONNEG_INT, help="emt-cu: frames per (temperature, cell size) MD run (default 30)")
     d.add_argument("--rattled", type=_NONNEG_INT, help="emt-cu: rattled cells (default 40)")
     d.add_argument("--strained", type=_NONNEG_INT, help="emt-cu: strained cells (default 40)")
     d.add_argument("--liquid-frames", type=_NONNEG_INT,
                    help="emt-cu: frames per liquid temperature (108-atom melt at 1,750 and 1,000 K; default 20); 0: no liquid")
+    dp = d.add_argument_group("pack (mlpjax data pack IN OUT.h5)")
+    dp.add_argument("--units", type=_Units(), help="units IN is written in (as for mlpjax train; default eV); OUT is "
+                    "in eV/Å")
+    label_keys(dp)
+    dp.add_argument("--cutoff", type=_POS_FLOAT, action="append", metavar="ANGSTROM",
+                    help="store every structure's neighbour count within this cutoff (repeatable): training at that "
+                    "cutoff then needs no counting pass over the file")
+    dp.add_argument("--compression", choices=["gzip", "lzf", "none"],
+                    help="gzip (default: level 4 with shuffle, read by any HDF5 tool), lzf (faster, h5py only) or none")
     d.set_defaults(func=_cmd_data)
 
     al = sub.add_parser("active", help="active learning: train an ensemble, explore with MD, label the uncertain, retrain",

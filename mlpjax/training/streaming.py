@@ -64,10 +64,11 @@ def open_packed(path, config: TrainConfig, *, what: str) -> PackedDataset:
     """A packed data set for training with ``config``: its source must have been read in ``config.units``
     (what the model records as the units of its data files), else a ConfigError."""
     ds = PackedDataset(path)
-    if ds.reader_units != config.units:
+    units = ds.reader_units
+    if units != config.units:
         ds.close()
-        raise ConfigError(f"{what} {os.fspath(path)} was packed from data in {ds.reader_units} (converted to eV/Å) but "
-                          f"units is {config.units!r}: set units: {ds.reader_units} (the units of the source files, "
+        raise ConfigError(f"{what} {os.fspath(path)} was packed from data in {units} (converted to eV/Å) but "
+                          f"units is {config.units!r}: set units: {units} (the units of the source files, "
                           "which the model records) or pack the source with --units "
                           f"{config.units}", option="units")
     return ds
