@@ -75,21 +75,43 @@ def _reps(n: int, quick: bool) -> int:
     return max(2, base // 3) if quick else base
 
 
-def _bench_size(pot, tcfg, predict, n, quick, md):
+def structure_batch(pot, n: int):
+    """The rattled fcc Cu cell of ``n`` atoms (zero labels) as ``(atoms, graph, batch)``: one padded
+    float32 graph batch on the device, as every row of this benchmark times it."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from mlpjax.data import Configuration
     from mlpjax.graph import budget_for_single, pack, to_graph
-    from mlpjax.training import init_state, make_plateau, make_step_fns
 
-    model = pot.model
     atoms = _structure(n)
     conf = Configuration.from_atoms(atoms)
     conf.energy, conf.forces, conf.stress = 0.0, np.zeros((n, 3)), np.zeros((3, 3))
     graph = to_graph(conf, pot.species, pot.cutoff)
     batch = jax.tree_util.tree_map(jnp.asarray, pack([graph], budget_for_single(graph), dtype=np.float32))
+    return atoms, graph, batch
+
+
+def make_potential(model: str):
+    """The untrained potential of ``model`` at its ``BENCH_CONFIGS`` size: ``(potential, config)``."""
+    import jax
+
+    from mlpjax import models
+    from mlpjax.potential import Potential
+
+    cfg = models.make_config(model, BENCH_CONFIGS.get(model, {}))
+    pot = Potential(model, cfg, cutoff=CUTOFF, species=(29,), reference_energies=(0.0,), energy_scale=0.5, avg_num_neighbors=54.0)
+    return pot.replace(params=pot.init_params(jax.random.PRNGKey(0))), cfg
+
+
+def _bench_size(pot, tcfg, predict, n, quick, md):
+    import jax
+
+    from mlpjax.training import init_state, make_plateau, make_step_fns
+
+    model = pot.model
+    atoms, graph, batch = structure_batch(pot, n)
     row = {"n_atoms": n, "n_edges": graph.n_edges}
     t = time.perf_counter()
     jax.block_until_ready(predict(pot.params, batch))
@@ -122,20 +144,12 @@ def _bench_size(pot, tcfg, predict, n, quick, md):
 def bench_one(model: str, sizes: list[int], quick: bool, md: bool) -> dict:
     """Runs in a fresh process: all measurements for one model."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
-    from mlpjax import models
     from mlpjax.config import TrainConfig
-    from mlpjax.data import Configuration
-    from mlpjax.graph import budget_for_single, pack, to_graph
-    from mlpjax.potential import Potential
-    from mlpjax.training import init_state, make_plateau, make_step_fns
 
     overrides = BENCH_CONFIGS.get(model, {})
-    cfg = models.make_config(model, overrides)
-    pot = Potential(model, cfg, cutoff=CUTOFF, species=(29,), reference_energies=(0.0,), energy_scale=0.5, avg_num_neighbors=54.0)
-    pot = pot.replace(params=pot.init_params(jax.random.PRNGKey(0)))
+    pot, cfg = make_potential(model)
     n_params = int(sum(np.size(x) for x in jax.tree_util.tree_leaves(pot.params)))
     out = {"model": model, "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "n_params": n_params, "sizes": {}}
     predict = jax.jit(lambda p, b: pot.predict(p, b))
@@ -158,6 +172,18 @@ def bench_one(model: str, sizes: list[int], quick: bool, md: bool) -> dict:
     return out
 
 
+def write_structures(folder: str, sizes: list[int]) -> list[str]:
+    """The benchmark's structures as extxyz files for a peer's interpreter: one path per size."""
+    from ase.io import write
+
+    paths = []
+    for n in sizes:
+        p = os.path.join(folder, f"cu{n}.xyz")
+        write(p, _structure(n))
+        paths.append(p)
+    return paths
+
+
 def run_peer(peer_python: str, sizes: list[int], quick: bool) -> dict | None:
     """mace-torch on the same structures with the same hyperparameters, in its own interpreter."""
     from mlpjax import models
@@ -166,15 +192,8 @@ def run_peer(peer_python: str, sizes: list[int], quick: bool) -> dict | None:
         return None
     cfg = models.make_config("mace", BENCH_CONFIGS.get("mace", {}))
     with tempfile.TemporaryDirectory() as tmp:
-        from ase.io import write
-
-        paths = []
-        for n in sizes:
-            p = os.path.join(tmp, f"cu{n}.xyz")
-            write(p, _structure(n))
-            paths.append(p)
-        spec = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "cutoff": CUTOFF, "structures": paths,
-                "reps": [_reps(n, quick) for n in sizes], "avg_num_neighbors": 54.0}
+        spec = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "cutoff": CUTOFF,
+                "structures": write_structures(tmp, sizes), "reps": [_reps(n, quick) for n in sizes], "avg_num_neighbors": 54.0}
         spec_path = os.path.join(tmp, "spec.json")
         with open(spec_path, "w") as f:
             json.dump(spec, f)

@@ -58,26 +58,32 @@ def main(spec_path):
         gate=torch.nn.functional.silu,
         radial_MLP=list(c["radial_hidden"]),
     ).eval()
+    device = spec.get("device", "cpu")  # "cuda" when the runner is asked for a GPU
+    model = model.to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sizes = []
     for path, reps in zip(spec["structures"], spec["reps"]):
         atoms = read(path)
         cfg = mace_data.config_from_atoms(atoms)
         ds = [mace_data.AtomicData.from_config(cfg, z_table=z_table, cutoff=spec["cutoff"])]
-        batch = next(iter(torch_geometric.dataloader.DataLoader(ds, batch_size=1, shuffle=False))).to_dict()
+        batch = next(iter(torch_geometric.dataloader.DataLoader(ds, batch_size=1, shuffle=False))).to(device).to_dict()
         t = time.perf_counter()
         model(batch, compute_force=True, compute_stress=False)
+        sync()
         first = time.perf_counter() - t
         times = []
         for _ in range(reps):
             t = time.perf_counter()
             model(batch, compute_force=True, compute_stress=False)
+            sync()
             times.append(time.perf_counter() - t)
         sizes.append({"n_atoms": len(atoms), "inference_s": float(np.median(times)), "compile_s": first})
         print(f"  mace-torch N={len(atoms)}: {np.median(times) * 1e3:.1f} ms", file=sys.stderr, flush=True)
     print(json.dumps({"version": importlib.metadata.version("mace-torch"), "torch": torch.__version__,
                       "threads": torch.get_num_threads(), "hidden_irreps": hidden, "sizes": sizes,
                       "n_params": int(sum(p.numel() for p in model.parameters())),
-                      "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+                      "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "device": device,
+                      "peak_device_MB": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None}))
 
 
 if __name__ == "__main__":
