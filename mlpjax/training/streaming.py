@@ -50,8 +50,10 @@ from mlpjax.graph import AtomGraph, Budget, pack, to_graph, to_graphs
 from mlpjax.potential import Potential, cast_floats
 
 PREFETCH_BATCHES = 4  # batches the reading thread may be ahead of the training step
-UNIT_CHECK_SAMPLE = 2000  # structures of a packed set the unit sanity check looks at (the first ones)
-PARITY_SAMPLE = 2000  # structures of a packed set shown in the parity plot (the first ones)
+# the first structures of a packed set held in memory at once (their Configurations, and graphs for the
+# parity plot's predictions): bounded, so the run's memory does not grow with the validation set
+UNIT_CHECK_SAMPLE = 500  # structures the unit sanity check looks at
+PARITY_SAMPLE = 500  # structures shown in the parity plot
 
 
 def is_streamed(configs) -> bool:
