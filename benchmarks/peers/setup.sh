@@ -13,6 +13,8 @@
 #   mlip        mlip==0.2.5 (InstaDeep, JAX; pulls its own jax)
 #   mace-torch  torch==2.13.0 first (a CPU wheel where one is on the machine's pip find-links),
 #               then mace-torch
+# MLPJAX_PEERS_CUDA=1 asks for GPU builds instead (mlip[cuda12], torch from the package index
+# without local CPU wheels) for `python -m benchmarks.run --gpu`; not yet tried on a GPU machine.
 set -u
 ROOT="${MLPJAX_PEERS:-$HOME/.cache/mlpjax-peers}"
 PY="${PYTHON:-python3}"
@@ -34,13 +36,23 @@ for peer in "${peers[@]}"; do
     case "$peer" in
         mlip)
             check='import mlip, jax; from mlip.models import Mace, Nequip'
-            install() { "$venv/bin/python" -m pip install "mlip==0.2.5"; }
+            if [ "${MLPJAX_PEERS_CUDA:-0}" = "1" ]; then
+                install() { "$venv/bin/python" -m pip install "mlip[cuda12]==0.2.5"; }
+            else
+                install() { "$venv/bin/python" -m pip install "mlip==0.2.5"; }
+            fi
             ;;
         mace-torch)
             check='import torch, mace; from mace import modules'
-            install() {
-                "$venv/bin/python" -m pip install "torch==2.13.0" && "$venv/bin/python" -m pip install mace-torch
-            }
+            if [ "${MLPJAX_PEERS_CUDA:-0}" = "1" ]; then
+                install() {  # --isolated: no local find-links (their torch wheel is the CPU build)
+                    "$venv/bin/python" -m pip install --isolated "torch==2.13.0" && "$venv/bin/python" -m pip install mace-torch
+                }
+            else
+                install() {
+                    "$venv/bin/python" -m pip install "torch==2.13.0" && "$venv/bin/python" -m pip install mace-torch
+                }
+            fi
             ;;
         *)
             echo "unknown peer '$peer' (known: mlip, mace-torch)" >&2
