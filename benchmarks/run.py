@@ -554,7 +554,7 @@ def case_npt_vs_nvt(opts: Options) -> CaseResult:
 
     pot = mt.make_potential()
     atoms = mt.cu_supercell(864)
-    chunk, chunks = 10, (3 if opts.quick else 6)
+    chunk, chunks = 10, (6 if opts.quick else 10)  # 5+ measured chunks each: on a shared machine 2 were too few
     out = {}
     for ens in ("nve", "nvt", "nvt_nh", "npt"):
         res = simulate(pot, atoms, MDConfig(ensemble=ens, temperature_K=300.0, timestep_fs=2.0, steps=chunk * chunks,
@@ -669,7 +669,7 @@ def case_train_scaling(opts: Options) -> CaseResult:
     sizes = [1, 4, 16] if opts.quick else [1, 2, 4, 8, 16, 32, 64]
     data = []
     for b in sizes:
-        r = train_throughput(b, 5 if opts.quick else 10)
+        r = train_throughput(b, 7 if opts.quick else 15)
         data.append(r)
         print(f"  batch {b}: {r['structures_per_s']:.3g} structures/s", flush=True)
     base = data[0]["structures_per_s"]
