@@ -65,7 +65,9 @@ FORMAT_VERSION = 1
 PACKED_SUFFIXES = (".h5", ".hdf5")  # a data file with one of these suffixes is a packed data set
 INTERNAL_UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"}
 _COMPRESSIONS = ("gzip", "lzf", "none")
-_ATOM_CHUNK = 1024  # rows per HDF5 chunk of the per-atom arrays (24 KiB of positions)
+# rows per HDF5 chunk of the per-atom arrays (6 KiB of positions): a random read decompresses whole chunks
+# (25,000 32-atom cells, gzip: 0.19 ms per structure at 256 rows, 0.26 ms at 1,024; lzf 0.11 ms, none 0.06 ms)
+_ATOM_CHUNK = 256
 _STRUCTURE_CHUNK = 1024  # rows per chunk of the per-structure arrays
 _WRITE_BLOCK = 512  # frames buffered between writes while packing
 _READ_BLOCK = 1024  # structures per block of the streaming statistics pass
