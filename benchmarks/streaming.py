@@ -111,7 +111,7 @@ def _child(spec: dict) -> dict:
         # s before epoch 1 inside train(): graphs (in memory) or the statistics pass (streamed), init
         "setup_s": first["time_s"] - first["epoch_time_s"] if first else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "baseline_rss_mb": baseline,
-        "train_peak_rss_mb": train_peak[0],  # MB, sampled up to the end of the training loop
+        "train_peak_rss_mb": train_peak[0] or None,  # MB, sampled up to the end of the training loop (None: no step)
     }
 
 
@@ -121,6 +121,18 @@ def _run_child(spec: dict) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"child {spec['mode']} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _num(x, fmt: str) -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def _mb(x) -> str:
+    return "n/a" if x is None else f"{x:.0f} MB"
+
+
+def _s(x) -> str:
+    return "n/a" if x is None else f"{x:.1f} s"
 
 
 # ------------------------------------------------------------------ data
@@ -156,7 +168,7 @@ def main(argv=None) -> int:
     big = args.factor * m
     distinct = args.distinct or (200 if args.quick else 500)
     repeats = args.repeats or 1
-    cut = 0.25 if args.quick else 0.5  # min, the memory runs' max_time_minutes
+    cut = 0.25 if args.quick else 0.75  # min, the memory runs' max_time_minutes
     t_start = time.monotonic()
 
     from mlpjax.data import emt_cu, pack_dataset
@@ -184,8 +196,8 @@ def main(argv=None) -> int:
                           "out": os.path.join(work, f"run_{mode}_{size}_{len(log)}"), **kw})
         log.append(res)
         sps = f"{res['structures_per_s']:.0f} structures/s, " if res["structures_per_s"] else ""
-        print(f"  {mode:6s} {size:6d}: {sps}peak RSS {res['peak_rss_mb']:.0f} MB, setup {res['setup_s']:.1f} s, "
-              f"{res['steps']} steps, {res['wall_s']:.0f} s", flush=True)
+        print(f"  {mode:6s} {size:6d}: {sps}peak RSS {res['peak_rss_mb']:.0f} MB (training {_mb(res['train_peak_rss_mb'])}), "
+              f"setup {_s(res['setup_s'])}, {res['steps']} steps, {res['wall_s']:.0f} s", flush=True)
         return res
 
     log: list = []
@@ -203,8 +215,9 @@ def main(argv=None) -> int:
     budget = mem[("memory", m)]["peak_rss_mb"]
     streamed_big = mem[("stream", big)]["peak_rss_mb"]
     tp = {k: r["train_peak_rss_mb"] for k, r in mem.items()}
-    data_kb = (tp[("memory", m)] - tp[("stream", m)]) * 1024.0 / m  # kB per structure the in-memory path holds
-    growth_mb = tp[("stream", big)] - tp[("stream", m)]  # MB the streamed path took for (factor - 1) M more
+    known = all(tp[k] is not None for k in (("memory", m), ("stream", m), ("stream", big)))  # None: stopped before a step
+    data_kb = (tp[("memory", m)] - tp[("stream", m)]) * 1024.0 / m if known else None  # kB per structure in memory
+    growth_mb = tp[("stream", big)] - tp[("stream", m)] if known else None  # MB for (factor - 1) M more, streamed
     t1 = markdown_table(
         ["path", "structures", "epochs", "training structures/s", "ratio", "setup in train() (s)"],
         [["in memory", n, epochs, f"{mem_sps:.0f}", "1.00", f"{statistics.median(r['setup_s'] for r in runs['memory']):.1f}"],
@@ -214,14 +227,16 @@ def main(argv=None) -> int:
         ["path", "structures", "peak RSS (MB)", "training peak RSS (MB)", "setup in train() (s)",
          "steps before the time limit"],
         [[("in memory" if mode == "memory" else "streamed (.h5)"), size, f"{res['peak_rss_mb']:.0f}",
-          f"{res['train_peak_rss_mb']:.0f}", f"{res['setup_s']:.1f}", res["steps"]] for (mode, size), res in mem.items()])
+          _num(res["train_peak_rss_mb"], ".0f"), _num(res["setup_s"], ".1f"), res["steps"]]
+         for (mode, size), res in mem.items()])
     print(t1)
     print(t2)
     verdict = (f"the {big}-structure packed set ({args.factor}× M) trained at {streamed_big:.0f} MB peak RSS, "
                f"{'under' if streamed_big <= budget else 'OVER'} the {budget:.0f} MB the in-memory path needs for "
-               f"M = {m} (training peaks: {tp[('stream', big)]:.0f} vs {tp[('memory', m)]:.0f} MB); the data cost the "
-               f"in-memory path ≈ {data_kb:.0f} kB per 32-atom structure, {args.factor - 1}M more structures cost the "
-               f"streamed path {growth_mb:+.0f} MB of training peak")
+               f"M = {m}" + (f" (training peaks: {tp[('stream', big)]:.0f} vs {tp[('memory', m)]:.0f} MB); the data cost "
+                             f"the in-memory path ≈ {data_kb:.0f} kB per 32-atom structure, {args.factor - 1}M more "
+                             f"structures cost the streamed path {growth_mb:+.0f} MB of training peak" if known else
+                             " (a run stopped before its first step: no training peak; raise max_time)"))
     print(verdict)
     if args.no_record:
         print(f"total {time.monotonic() - t_start:.0f} s; data in {work} (not recorded)")
