@@ -44,8 +44,8 @@ Cases (suite: name — what, how)
 * scaling: ``train_scaling`` — training structures/s against batch size (SchNet of
   ``model_speed``, 32-atom Cu cells, ``mlpjax.training.make_step_fns`` as in ``model_speed``).
 * accuracy: ``accuracy`` — ``accuracy._load`` / ``accuracy._run_one`` on the EMT Cu set, the same
-  wall-clock budget per model (quick: SchNet and PaiNN, 1.25 min each; full: every registered
-  model, 3 min each).
+  wall-clock budget per model (quick: Morse and SchNet, 1 min each; full: every registered model,
+  3 min each).
 """
 
 from __future__ import annotations
@@ -311,6 +311,12 @@ def _model_speed():
     return model_speed
 
 
+def speed_reps(n: int, quick: bool) -> int:
+    """Timed calls per size, the same for mlpjax and every peer: model_speed's, at most 4 when quick."""
+    reps = _model_speed()._reps(n, quick)
+    return min(reps, 4) if quick else reps
+
+
 def mlpjax_potential(model: str):
     if model not in _POTENTIALS:
         _POTENTIALS[model] = _model_speed().make_potential(model)
@@ -336,7 +342,7 @@ def mlpjax_inference(model: str, n: int, quick: bool) -> dict:
     _block(compiled(pot.params, batch))
     compile_s = time.perf_counter() - t
     row = {"n_atoms": n, "n_edges": int(graph.n_edges), "padded_edges": int(batch.senders.shape[0]),
-           "compile_s": compile_s, "inference_s": median_time(lambda: compiled(pot.params, batch), ms._reps(n, quick)),
+           "compile_s": compile_s, "inference_s": median_time(lambda: compiled(pot.params, batch), speed_reps(n, quick)),
            "flops": xla_flops(compiled), "xla_temp_MB": xla_temp_mb(compiled),
            "n_params": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(pot.params)))}
     print(f"  [mlpjax] {model} N={n}: {row['inference_s'] * 1e3:.1f} ms (first call {compile_s:.1f} s)", flush=True)
@@ -372,7 +378,7 @@ def _speed_sizes(opts: Options) -> list[int]:
 def case_peers(opts: Options) -> CaseResult:
     ms = _model_speed()
     sizes = _speed_sizes(opts)
-    reps = [ms._reps(n, opts.quick) for n in sizes]
+    reps = [speed_reps(n, opts.quick) for n in sizes]
     ours = {}
     for model in PEER_MODELS:
         ours[model] = {}
@@ -690,10 +696,10 @@ def case_accuracy(opts: Options) -> CaseResult:
 
     from mlpjax import models
 
-    # quick: two cheap models that reach a few epochs in their budget on 2 shared cores (MACE at
-    # accuracy.DEFAULT_CONFIGS size did not finish one epoch of the 240 structures in 1 min there)
-    names = ["schnet", "painn"] if opts.quick else list(models.available())
-    minutes = 1.25 if opts.quick else 3.0
+    # quick: a pair-potential baseline and SchNet (MACE and PaiNN at accuracy.DEFAULT_CONFIGS size did
+    # not finish one epoch of the 240 structures in 1-1.25 min on 2 shared cores)
+    names = ["morse", "schnet"] if opts.quick else list(models.available())
+    minutes = 1.0 if opts.quick else 3.0
     with tempfile.TemporaryDirectory(prefix="mlpjax_accuracy_") as tmp:
         ns = argparse.Namespace(dataset="emt-cu", train=None, test=None, n_train=None, minutes=minutes, epochs=10_000,
                                 cutoff=None, config_tag=None, output=tmp)
