@@ -308,3 +308,40 @@ def test_prefetch_hands_errors_over_and_stops_when_closed():
     assert next(endless) == 0
     endless.close()  # what a break out of the epoch (time limit) does
     assert not any(t.name == "mlpjax-prefetch" and t.is_alive() for t in threading.enumerate())
+
+
+_TWO_DEVICES = r"""
+import json, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+sys.path.insert(0, TESTS)
+from test_train import TINY, _cu_configs
+from mlpjax import data
+from mlpjax.config import TrainConfig
+from mlpjax.training import train
+
+assert jax.device_count() == 2, jax.devices()
+data.write_extxyz(f"{OUT}/cu.xyz", _cu_configs(21))
+data.pack_dataset(f"{OUT}/cu.xyz", f"{OUT}/cu.h5")
+base = dict(model_config=TINY, cutoff=4.0, batch_size=5, epochs=3, learning_rate=5e-3, warmup_epochs=1.0, ema_decay=0.9,
+            patience=None, dtype="float64", valid_fraction=0.2)
+runs = {"mem2": train(TrainConfig(**base, devices=2), data.read(f"{OUT}/cu.xyz"), output_dir=f"{OUT}/m2", progress=False),
+        "h5_2": train(TrainConfig(**base, devices=2, train_file=f"{OUT}/cu.h5"), output_dir=f"{OUT}/h2", progress=False),
+        "h5_1": train(TrainConfig(**base, devices=1, train_file=f"{OUT}/cu.h5"), output_dir=f"{OUT}/h1", progress=False)}
+print(json.dumps({k: [[h["train_loss"], h["valid_loss"]] for h in r.history] for k, r in runs.items()}))
+"""
+
+
+@pytest.mark.slow
+def test_two_devices_stream_the_same_batches(tmp_path):
+    """devices: 2 on a packed file (sub-batch budget from the stored counts) = devices: 2 in memory = one device."""
+    import json
+    import subprocess
+
+    code = f"TESTS = {os.path.dirname(os.path.abspath(__file__))!r}\nOUT = {str(tmp_path)!r}\n" + _TWO_DEVICES
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("h5_2", "h5_1"):
+        np.testing.assert_allclose(losses[key], losses["mem2"], rtol=1e-10)
