@@ -417,7 +417,9 @@ def train(
     streamed = _streaming.is_streamed(train_configs)  # a packed training set: streamed from disk
     if streamed:
         _streaming.check_supported(config)
-    unit_sample = lambda cs: _streaming.sample(cs, _streaming.UNIT_CHECK_SAMPLE) if _streaming.is_streamed(cs) else cs  # noqa: E731
+    def unit_sample(configs):  # a packed set: the unit check looks at its first structures
+        return _streaming.sample(configs, _streaming.UNIT_CHECK_SAMPLE) if _streaming.is_streamed(configs) else configs
+
     check_data_units(unit_sample(train_configs), config, strict=strict)
     if valid_configs:
         check_data_units(unit_sample(valid_configs), config, strict=strict)
