@@ -400,14 +400,14 @@ def metrics(potential: Potential, configs, *, batch_size: int = 16) -> dict:
     predictions (one budget for ``batch_size`` structures, input order), the error sums accumulated
     batch by batch against the float64 labels, so the keys and values are those of the in-memory
     function (to the order of floating-point additions)."""
-    from mlpjax.validate.metrics import _default_dtype, _predict_fn
+    from mlpjax.validate.metrics import default_dtype, predict_fn
 
     graphs = graphs_of(configs, potential.species, potential.cutoff)
     budget = budget_of([graphs], batch_size)
     periodic = configs.pbc.any(axis=1).any() if is_streamed(configs) else any(c.periodic for c in configs)
-    fn = _predict_fn(potential.definition, bool(periodic), bool(jax.config.jax_enable_x64))
+    fn = predict_fn(potential.definition, bool(periodic), bool(jax.config.jax_enable_x64))
     variables = potential.variables_with(potential.params)
-    dtype = _default_dtype()
+    dtype = default_dtype()
 
     def host_batches():
         for idx in groups(graphs, budget):

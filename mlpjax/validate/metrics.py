@@ -30,11 +30,11 @@ from mlpjax.cache import compiled
 from mlpjax.data import Configuration, DataError
 from mlpjax.graph import batches, make_budget, to_graphs
 
-__all__ = ["predict_dataset", "reference_arrays", "metrics_from_predictions", "metrics", "parity_plot"]
+__all__ = ["predict_fn", "default_dtype", "predict_dataset", "reference_arrays", "metrics_from_predictions", "metrics", "parity_plot"]
 
 
 @compiled(maxsize=32)
-def _predict_fn(definition, compute_stress: bool, x64: bool) -> Callable:
+def predict_fn(definition, compute_stress: bool, x64: bool) -> Callable:
     """``jit(predict)``: ``(variables, batch) -> Predictions`` for one architecture
     (:class:`mlpjax.potential.PotentialDef`). Potentials that differ only in parameters, fitted
     E0/shift/scale or metadata share it: those are the traced ``variables``. ``x64`` (jax's
@@ -43,7 +43,8 @@ def _predict_fn(definition, compute_stress: bool, x64: bool) -> Callable:
     return jax.jit(lambda variables, batch: definition.predict(variables, batch, compute_stress=compute_stress))
 
 
-def _default_dtype():
+def default_dtype():
+    """The float dtype of packed batches: float64 when jax runs with x64, else float32."""
     return np.float64 if jax.config.jax_enable_x64 else np.float32
 
 
@@ -59,14 +60,14 @@ def predict_dataset(potential, configs: Sequence[Configuration], *, batch_size: 
     configs = list(configs)
     if not configs:
         raise ValueError("no configurations to predict")
-    dtype = _default_dtype() if dtype is None else np.dtype(dtype).type
+    dtype = default_dtype() if dtype is None else np.dtype(dtype).type
     params = potential.params if params is None else params
     if params is None:
         raise ValueError("the potential has no parameters")
     graphs = to_graphs(configs, potential.species, potential.cutoff)
     budget = make_budget(graphs, batch_size)
     compute_stress = any(c.periodic for c in configs)
-    fn = _predict_fn(potential.definition, bool(compute_stress), bool(jax.config.jax_enable_x64))
+    fn = predict_fn(potential.definition, bool(compute_stress), bool(jax.config.jax_enable_x64))
     variables = potential.variables_with(params)
     energy, n_atoms, forces, stress, e_atoms = [], [], [], [], []
     for batch in batches(graphs, budget, shuffle=False, dtype=dtype):
