@@ -150,8 +150,12 @@ def closest_pair(conf: Configuration, within: float) -> tuple[float, int, int, t
     import vesin
 
     pbc = np.asarray(conf.pbc, dtype=bool)
-    nl = vesin.NeighborList(cutoff=float(within), full_list=False)
+    # vesin's cell list has cells of the cutoff's size: at the default 0.1 Å that is ~10^3 cells per Å³
+    # (22 ms for a 32-atom Cu cell, 1 ms at 1 Å), so search at ≥ 1 Å and keep the pairs nearer than ``within``
+    nl = vesin.NeighborList(cutoff=max(float(within), 1.0), full_list=False)
     i, j, S, d = nl.compute(conf.positions, _padded_box(conf), pbc if pbc.any() else False, "ijSd")
+    near = d < within
+    i, j, S, d = i[near], j[near], S[near], d[near]
     if not len(d):
         return None
     k = int(np.argmin(d))
