@@ -41,10 +41,21 @@ def _peers(ax, d):
                 label="mace-torch mace")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _size_ticks(ax, sizes)
     ax.set_xlabel("atoms")
     ax.set_ylabel("energy + forces per call (s)")
     ax.set_title("one call, same hyperparameters")
     ax.legend(fontsize=7)
+
+
+def _size_ticks(ax, sizes):
+    """Plain tick labels at the measured sizes on a log axis (no overlapping 10^k·m labels)."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    ax.set_xticks(sorted(set(sizes)))
+    ax.set_xticklabels([str(n) for n in sorted(set(sizes))], fontsize=7)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _bars(ax, labels, values, title, ylabel):
@@ -85,7 +96,6 @@ def plot_report(report: dict, path) -> Path:
                 labels += [f"mlpjax.md {r['n_atoms']}", f"ASE {r['n_atoms']}"]
                 vals += [1.0 / r["mlpjax"]["steps_per_s"], 1.0 / r["ase"]["steps_per_s"]]
             _bars(ax, labels, vals, "SchNet MD: jax-md loop vs ASE", "s per step")
-            ax.set_yscale("log")
         elif key == "npt_vs_nvt":
             res = d["results"]
             base = 1.0 / res["nvt"]["steps_per_s"]
@@ -99,6 +109,7 @@ def plot_report(report: dict, path) -> Path:
             rs = d["results"]
             ax.plot([r["n_atoms"] for r in rs], [r["atom_steps_per_s"] for r in rs], marker="o")
             ax.set_xscale("log")
+            _size_ticks(ax, [r["n_atoms"] for r in rs])
             ax.set_xlabel("atoms")
             ax.set_ylabel("atom-steps/s")
             ax.set_ylim(bottom=0)
@@ -107,6 +118,7 @@ def plot_report(report: dict, path) -> Path:
             rs = d["results"]
             ax.plot([r["batch_size"] for r in rs], [r["structures_per_s"] for r in rs], marker="o")
             ax.set_xscale("log", base=2)
+            _size_ticks(ax, [r["batch_size"] for r in rs])
             ax.set_xlabel("batch size")
             ax.set_ylabel("training structures/s")
             ax.set_ylim(bottom=0)

@@ -631,7 +631,8 @@ def case_md_scaling(opts: Options) -> CaseResult:
                       rows=rows, data={"model": mt.MODEL, "results": data},
                       headline=[f"MD atom-steps/s at {data[-1]['n_atoms']} atoms / at {data[0]['n_atoms']}: {data[-1]['rel_to_smallest']:.2f}"],
                       notes=[f"`md_throughput.bench_schnet`: SchNet {mt.MODEL}, cutoff {mt.CUTOFF} Å, skin {mt.SKIN} Å, float32, "
-                             "chunks of 10 steps, median after the first. rel. ≈ 1: cost linear in N."])
+                             "chunks of 10 steps, median after the first. rel. ≈ 1: cost linear in N. compile s is 0 where an "
+                             "earlier case of the same run already compiled this engine (same potential and cell shape)."])
 
 
 def train_throughput(batch_size: int, reps: int) -> dict:
