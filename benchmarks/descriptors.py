@@ -170,7 +170,7 @@ def main(argv=None) -> int:
         rows.append(bench_case("ethanol (molecule)", ethanol_set(1), kind, args.repeat))
         print(rows[-1], flush=True)
         for n in sizes:
-            rows.append(bench_case(f"Cu fcc periodic", [cu_cell(n)], kind, args.repeat if n < 4096 else 3))
+            rows.append(bench_case("Cu fcc periodic", [cu_cell(n)], kind, args.repeat if n < 4096 else 3))
             print(rows[-1], flush=True)
     headers = ["descriptor", "system", "atoms", "features", "mlpjax value ms", "dscribe value ms", "speed-up",
                "mlpjax value+grad ms", "dscribe value+grad ms", "speed-up", "mlpjax compile value / grad s", "max rel diff"]

@@ -23,7 +23,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from ase.build import bulk
 
 from _common import append_results, environment, markdown_table, write_json

@@ -80,7 +80,7 @@ def main(argv=None) -> int:
 
     import mlpjax
     from mlpjax.data.emt import emt_cu
-    from mlpjax.validate import DriftConfig, ReportConfig, energy_drift, md_supercell, validate_report
+    from mlpjax.validate import ReportConfig, energy_drift, md_supercell, validate_report
 
     t_start = time.perf_counter()
     os.makedirs(args.output, exist_ok=True)

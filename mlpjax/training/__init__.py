@@ -15,6 +15,9 @@ One idea per module:
   (``TrainConfig.devices``; the batch split into per-device sub-batches, results as on one device);
 * :mod:`~mlpjax.training.distributed` — several hosts: ``jax.distributed`` (SLURM launch), each
   process's shard of the data, only process 0 writes;
+* :mod:`~mlpjax.training.streaming` — training from a packed HDF5 file
+  (:class:`mlpjax.data.PackedDataset`): budget and epoch order from per-structure counts, graphs
+  built in a background thread ahead of the step, one-pass normalisation, streamed metrics;
 * :mod:`~mlpjax.training.checkpoints` — checksummed, atomic checkpoints with a fallback;
 * :mod:`~mlpjax.training.loop` — :func:`train` and :func:`finalize` (metrics, model file,
   parity plot), shared with closed-form fits (GAP).
