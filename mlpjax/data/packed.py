@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -59,6 +58,7 @@ import numpy as np
 
 from mlpjax.data.configuration import Configuration, DataError, _check_labels, _check_structure
 from mlpjax.data.dataset import DatasetStatistics
+from mlpjax.files import file_sha256
 
 FORMAT = "mlpjax-packed"
 FORMAT_VERSION = 1
@@ -90,15 +90,6 @@ def _h5py():
 
 def _cutoff_key(cutoff: float) -> str:
     return format(float(cutoff), ".6g")
-
-
-def file_sha256(path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- reading the source

@@ -465,10 +465,7 @@ def train(
         else:
             warnings.warn(f"resume=True but no checkpoint in {output_dir}; starting a fresh run", stacklevel=2)
 
-    if streamed:  # views of the file, the same indices
-        train_set, valid_set, test_set, split_info = _streaming.split(config, all_input, valid_configs, test_configs)
-    else:
-        train_set, valid_set, test_set, split_info = split_data(config, all_input, valid_configs, test_configs)
+    train_set, valid_set, test_set, split_info = split_data(config, all_input, valid_configs, test_configs)  # packed: views
     if ck is not None:
         saved_split = json.loads(ck["split"])
         if saved_split.get("n") != split_info["n"] or saved_split.get("train") != split_info["train"]:

@@ -19,7 +19,6 @@ species table is a DataError naming the elements and the model file (:func:`chec
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -33,6 +32,7 @@ from mlpjax import data as _data
 from mlpjax import models as _models
 from mlpjax.config import ConfigError, TrainConfig
 from mlpjax.graph import AtomGraph, to_graphs
+from mlpjax.files import file_sha256  # noqa: F401 (re-exported by mlpjax.training)
 from mlpjax.potential import Potential, cast_floats
 
 
@@ -233,15 +233,6 @@ def refit_reference_energies(potential: Potential, configs: Sequence[_data.Confi
     return potential.replace(reference_energies=tuple(float(e + d) for e, d in zip(refs, delta)))
 
 
-def file_sha256(path) -> str:
-    """Hex SHA-256 of a file's bytes (provenance of an init_from model)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _provenance(config: TrainConfig, source: Potential, before, after) -> dict:
     """``metadata["init_from"]`` of a fine-tuned model: the source file (path, checksum), a summary
     of the source's own training, what was frozen and the reference energies before/after."""
@@ -285,7 +276,8 @@ def _fine_tuning_start(config: TrainConfig, train_configs, source: Potential | N
 def split_data(config: TrainConfig, train_configs, valid_configs, test_configs):
     """(train, valid, test, split info): validation/test sets carved out of ``train_configs``
     by ``valid_fraction``/``test_fraction``/``split_seed`` (:func:`mlpjax.data.split`) where
-    they are not given. The info (indices into ``train_configs``) goes into the model file."""
+    they are not given. The info (indices into ``train_configs``) goes into the model file. A
+    :class:`mlpjax.data.PackedDataset` is split into views of its file, by the same indices."""
     n = len(train_configs)
     info = {"seed": int(config.split_seed), "n": n, "train": list(range(n)), "valid": None, "test": None,
             "valid_fraction": None, "test_fraction": None}
@@ -299,14 +291,19 @@ def split_data(config: TrainConfig, train_configs, valid_configs, test_configs):
     if len(idx_train) == 0:
         raise ValueError(f"{n} configurations leave none for training after the valid/test split; add data")
     info.update(train=[int(i) for i in idx_train], valid_fraction=fv, test_fraction=ft)
-    new_train = [train_configs[i] for i in idx_train]
+    def take(idx):  # a packed data set gives views of its file (no data read), a list a list
+        if hasattr(train_configs, "subset"):
+            return train_configs.subset(idx) if len(idx) else None
+        return [train_configs[i] for i in idx] or None
+
+    new_train = take(idx_train)
     if want_valid:
-        valid_configs = [train_configs[i] for i in idx_valid]
+        valid_configs = take(idx_valid)
         info["valid"] = [int(i) for i in idx_valid]
     if want_test:
-        test_configs = [train_configs[i] for i in idx_test]
+        test_configs = take(idx_test)
         info["test"] = [int(i) for i in idx_test]
-    return new_train, valid_configs or None, test_configs or None, info
+    return new_train, valid_configs, test_configs, info
 
 
 def data_sources(configs) -> list:

@@ -102,31 +102,6 @@ def check_supported(config: TrainConfig) -> None:
                           "shards the batch over its local devices) or use the data in memory", option="train_file")
 
 
-def split(config: TrainConfig, dataset: PackedDataset, valid_configs, test_configs):
-    """:func:`mlpjax.training.split_data` for a packed data set: the same indices (and split info), as
-    views of the file instead of lists."""
-    n = len(dataset)
-    info = {"seed": int(config.split_seed), "n": n, "train": list(range(n)), "valid": None, "test": None,
-            "valid_fraction": None, "test_fraction": None}
-    want_valid = valid_configs is None and config.valid_fraction > 0
-    want_test = test_configs is None and config.test_fraction > 0
-    if not (want_valid or want_test):
-        return dataset, valid_configs, test_configs, info
-    fv = config.valid_fraction if want_valid else 0.0
-    ft = config.test_fraction if want_test else 0.0
-    idx_train, idx_valid, idx_test = _data.split(n, (1.0 - fv - ft, fv, ft), seed=config.split_seed)
-    if len(idx_train) == 0:
-        raise ValueError(f"{n} configurations leave none for training after the valid/test split; add data")
-    info.update(train=[int(i) for i in idx_train], valid_fraction=fv, test_fraction=ft)
-    if want_valid:
-        valid_configs = dataset.subset(idx_valid) if len(idx_valid) else None
-        info["valid"] = [int(i) for i in idx_valid]
-    if want_test:
-        test_configs = dataset.subset(idx_test) if len(idx_test) else None
-        info["test"] = [int(i) for i in idx_test]
-    return dataset.subset(idx_train), valid_configs, test_configs, info
-
-
 def sample(configs, k: int) -> list:
     """The first ``k`` configurations, in memory (a list is returned as it is)."""
     return configs.head(k) if is_streamed(configs) else list(configs)
