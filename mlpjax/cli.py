@@ -1223,7 +1223,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "and OUT appears only when complete.")
     d.add_argument("kind", choices=["generate", "pack"] + recipes(),
                    help="generate (with RECIPE), pack (IN OUT.h5) or a shipped recipe")
-    d.add_argument("recipe", nargs="?", type=infile, help="the YAML recipe of generate; pack: IN, the data file to pack")
+    d.add_argument("recipe", nargs="?", type=infile, metavar="RECIPE|IN", help="the YAML recipe of generate; pack: IN, the data file to pack")
     d.add_argument("packed", nargs="?", type=outfile, metavar="OUT", help="pack: the .h5 file to write")
     d.add_argument("--output", type=outfile, help="extxyz file (appended to; resumed when it exists); required "
                    "except for pack (where it can stand for OUT)")
