@@ -458,7 +458,7 @@ class Potential:
         model = header["model"]
         return cls(
             model=model,
-            model_config=_models.make_config(model, header["model_config"]),
+            model_config=_models.make_config(model, header["model_config"], from_file=True),
             cutoff=float(header["cutoff"]),
             species=tuple(int(z) for z in header["species"]),
             reference_energies=tuple(float(e) for e in header["reference_energies"]),

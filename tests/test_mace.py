@@ -1,5 +1,6 @@
 """MACE's symmetric contraction on its own: O(3) equivariance of every output irrep
-and the correlation order (polynomial degree in the atomic basis A).
+and the correlation order (polynomial degree in the atomic basis A); the first layer's
+species-wise linear map and model files written before it.
 
 The whole model is covered by the shared physics contract (tests/test_physics.py,
 tests/test_potential.py) through its entry in ``TINY_CONFIGS``.
@@ -7,14 +8,19 @@ tests/test_potential.py) through its entry in ``TINY_CONFIGS``.
 
 from __future__ import annotations
 
+import json
+
 import e3nn_jax as e3nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import random_orthogonal
+from conftest import AVG_NUM_NEIGHBORS, CUTOFF, SPECIES, random_orthogonal, tiny_config
+from mlpjax import models
+from mlpjax.files import read_checked, write_checked
 from mlpjax.models.mace import SymmetricContraction
+from mlpjax.potential import MODEL_MAGIC, Potential, load
 
 IRREPS_IN = "0e + 1o + 2e"  # per channel: d = 9
 CHANNELS = 3
@@ -89,3 +95,42 @@ def test_correlation_order_is_the_polynomial_degree(correlation):
     assert np.max(np.abs(coef[correlation])) > 1e-2 * scale, f"no degree-{correlation} term"
     assert np.max(np.abs(coef[correlation + 1:])) < 1e-9 * scale, "terms beyond the correlation order"
     assert np.max(np.abs(coef[1])) > 1e-2 * scale  # the linear (ν = 1) term is present too
+
+
+def test_first_layer_species_linear_and_old_model_files(tmp_path, ethanol):
+    """The first layer's species-wise linear map of A (mace-torch's ``skip_tp``) is on by default
+    and makes the energy depend on it; a model file written before the field existed (its header
+    lacks the key, its parameters lack the map) loads with it off and predicts what it predicted."""
+    def potential(**extra):
+        cfg = models.make_config("mace", {**tiny_config("mace"), **extra})
+        pot = Potential("mace", cfg, cutoff=CUTOFF, species=SPECIES, reference_energies=(0.0,) * len(SPECIES),
+                        avg_num_neighbors=AVG_NUM_NEIGHBORS)
+        return pot.replace(params=pot.init_params(jax.random.PRNGKey(0)))
+
+    new, old = potential(), potential(first_layer_species_linear=False)
+    assert new.model_config.first_layer_species_linear
+    assert "species_a_0" in new.params["params"] and "species_a_0" not in old.params["params"]
+    w = new.params["params"]["species_a_0"]
+    assert all(x.shape[0] == len(SPECIES) for x in jax.tree_util.tree_leaves(w))  # one matrix per element
+
+    # an old file: the header without the new key
+    path = tmp_path / "old.mlpjax"
+    old.save(path)
+    payload = read_checked(path, MODEL_MAGIC, "model")
+    header = json.loads(payload["header"])
+    del header["model_config"]["first_layer_species_linear"]
+    write_checked(path, MODEL_MAGIC, {"header": json.dumps(header), "params": payload["params"]})
+    back = load(path)
+    assert back.model_config.first_layer_species_linear is False
+    e_old = old.calculator().get_potential_energy(ethanol.copy())
+    a = ethanol.copy()
+    a.calc = back.calculator()
+    np.testing.assert_allclose(a.get_potential_energy(), e_old, rtol=1e-6)
+    # the species map acts: scaling one element's matrices changes the energy
+    scaled = jax.tree_util.tree_map(lambda x: x.at[SPECIES.index(6)].multiply(2.0), w)
+    params2 = {"params": {**new.params["params"], "species_a_0": scaled}}
+    b = ethanol.copy()
+    b.calc = new.replace(params=params2).calculator()
+    c = ethanol.copy()
+    c.calc = new.calculator()
+    assert abs(b.get_potential_energy() - c.get_potential_energy()) > 1e-6

@@ -112,7 +112,7 @@ class Ensemble(Potential):
         from mlpjax import models
 
         ens = header["ensemble"]
-        return cls(model=header["model"], model_config=models.make_config(header["model"], header["model_config"]),
+        return cls(model=header["model"], model_config=models.make_config(header["model"], header["model_config"], from_file=True),
                    cutoff=float(header["cutoff"]), species=tuple(int(z) for z in header["species"]),
                    reference_energies=tuple(tuple(float(e) for e in row) for row in header["reference_energies"]),
                    energy_shift=tuple(float(x) for x in header["energy_shift"]),

@@ -65,10 +65,16 @@ def config_class(name: str) -> type:
     return _entry(name)[1]
 
 
-def make_config(name: str, values: dict | None = None):
-    """Build the model's frozen config dataclass from a dict, rejecting unknown keys."""
+def make_config(name: str, values: dict | None = None, *, from_file: bool = False):
+    """Build the model's frozen config dataclass from a dict, rejecting unknown keys.
+
+    ``from_file``: the dict comes from a saved model file; fields it lacks take the values in
+    the config class's ``FILE_DEFAULTS`` (a field added later whose default changed the
+    architecture: an old file keeps the architecture it was trained with)."""
     cls = config_class(name)
     values = dict(values or {})
+    if from_file:
+        values = {**getattr(cls, "FILE_DEFAULTS", {}), **values}
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - known
     if unknown:

@@ -19,7 +19,8 @@ and the weights depend on the species z_i of the central atom. With correlation 
 N = 3 a single layer already sees 4-body (ν + 1) correlations, so two layers suffice.
 The message m_i = Linear(B_i) updates the features with a species-dependent
 self-connection (residual) h_i ← m_i + W_{z_i} h_i (not in the first layer, whose input
-is only the species embedding). Every layer reads out a per-atom scalar (a linear map
+is only the species embedding; there, as in the reference code, A itself passes through a
+species-dependent linear map A ← W_{z_i} A before the contraction). Every layer reads out a per-atom scalar (a linear map
 on layer 1..T-1, a small SiLU MLP on the last), and the per-atom output is their sum.
 The last layer only carries scalars (its vectors could never reach the readout).
 
@@ -40,6 +41,12 @@ Design choices and deviations from the reference implementation (mace, PyTorch):
   sum of the layer readouts. The Potential also subtracts the isolated-atom output.
 * Parameters use e3nn-jax's normalised initialisation (unit-variance activations) for
   the equivariant linear maps; symmetric-contraction weights are N(0, 1/#paths).
+* Same function space as mace-torch's and mlip's MACE at the same settings, fewer parameters:
+  their symmetric-contraction bases U^{(ν)} are not reduced by the permutation symmetry of
+  A^{⊗ν} (64 channels, l ≤ 3, ν = 3: 23 + 4 + 1 weights per channel for 0e and 51 + 6 + 1 for
+  1o, against e3nn-jax's reduced 8 + 4 + 1 and 12 + 3 + 1 here), so they carry linearly
+  dependent weights (4,608 of their 185,616 parameters at 64 channels and one element; mlpjax:
+  181,008). Every other weight matches theirs one to one.
 * No "hidden pseudo-tensors" (1e, 0o, ...): only natural-parity irreps (l even → e,
   odd → o) are carried, like the published models.
 """
@@ -89,6 +96,13 @@ class MACEConfig:
     envelope_p: int = 5  # polynomial envelope exponent p (--num_cutoff_basis)
     radial_hidden: tuple[int, ...] = (64, 64, 64)  # radial MLP widths (SiLU, no biases; --radial_MLP)
     readout_hidden: int = 16  # hidden width of the last layer's readout MLP (SiLU; --MLP_irreps 16x0e)
+    # species-wise linear map of the first layer's A (mace-torch's ``skip_tp`` of
+    # RealAgnosticInteractionBlock, mlip's ``linear_by_species_block``): the first layer has no
+    # residual, so this is where its A learns an element dependence before the contraction.
+    # Model files written before this field existed (2026-12-03) had no such map: they load as False.
+    first_layer_species_linear: bool = True
+
+    FILE_DEFAULTS = {"first_layer_species_linear": False}  # model files that lack a field: its old behaviour
 
     def __post_init__(self):
         object.__setattr__(self, "radial_hidden", tuple(int(w) for w in self.radial_hidden))
@@ -223,7 +237,10 @@ class MACE(EdgeModel):
             messages = tp.array * w[:, :, expand]  # [E, C, tp.dim]
             agg = jax.ops.segment_sum(messages, receivers, num_segments=n_nodes) / self.avg_num_neighbors
             agg = e3nn.IrrepsArray(tp.irreps, agg).axis_to_mul()  # [N, C x tp]
-            a = e3nn.flax.Linear(C * sh_irreps, name=f"linear_a_{t}")(agg).mul_to_axis(C)  # [N, C, sh]
+            a = e3nn.flax.Linear(C * sh_irreps, name=f"linear_a_{t}")(agg)  # [N, C x sh]
+            if t == 0 and cfg.first_layer_species_linear:
+                a = e3nn.flax.Linear(C * sh_irreps, num_indexed_weights=self.num_species, name="species_a_0")(species, a)
+            a = a.mul_to_axis(C)  # [N, C, sh]
 
             # many-body: symmetric contraction -> message m -> residual update
             b = SymmetricContraction(str(a.irreps), str(hidden), cfg.correlation, self.num_species,
