@@ -134,3 +134,21 @@ def test_first_layer_species_linear_and_old_model_files(tmp_path, ethanol):
     c = ethanol.copy()
     c.calc = new.calculator()
     assert abs(b.get_potential_energy() - c.get_potential_energy()) > 1e-6
+
+
+@pytest.mark.parametrize("irreps_x", ["0e", "0e + 1o", "0e + 1o + 2e"])
+def test_channelwise_tensor_product_equals_e3nn(irreps_x, rng):
+    """The blocked dense form of the edge tensor product gives e3nn.tensor_product's numbers
+    and irreps (output order included) to float64 rounding."""
+    from mlpjax.models.mace import channelwise_tensor_product, natural_irreps
+
+    sh = natural_irreps(3)
+    x = e3nn.IrrepsArray(irreps_x, jnp.asarray(rng.normal(size=(7, 5, e3nn.Irreps(irreps_x).dim))))
+    y = e3nn.spherical_harmonics(sh, jnp.asarray(rng.normal(size=(7, 3))), normalize=True, normalization="component")
+    ref = e3nn.tensor_product(x, y[:, None, :], filter_ir_out=sh)
+    irreps, blocks = channelwise_tensor_product(x, y, sh)
+    assert irreps == ref.irreps
+    ours = jnp.concatenate([b.reshape(b.shape[:2] + (-1,)) for b in blocks], axis=-1)
+    assert ours.dtype == jnp.float64
+    assert float(jnp.max(jnp.abs(ref.array))) > 0.1
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(ref.array), atol=1e-12)
