@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 from typing import Any, Callable, ClassVar, NamedTuple
 
@@ -198,12 +199,25 @@ class PotentialDef:
 
         return species_indices(np.asarray(numbers), self.species)
 
-    def jaxmd_properties(self, variables: PotentialParams, displacement_fn, species, R, neighbor, **kwargs) -> Predictions:
-        """Energy and forces of one system from a jax-md Sparse neighbour list (no stress)."""
+    def jaxmd_properties(self, variables: PotentialParams, displacement_fn, species, R, neighbor, *,
+                         pair_fraction: float = 1.0, **kwargs) -> Predictions:
+        """Energy and forces of one system from a jax-md Sparse neighbour list (no stress).
+
+        ``pair_fraction`` < 1: the model runs on the listed pairs inside the cutoff only, compacted
+        to a static ``compact_capacity(list capacity, pair_fraction)`` (a Verlet list holds pairs
+        out to cutoff + skin: 1.33× those inside at a 0.5 Å skin and 5 Å cutoff, all of which the
+        model would otherwise evaluate for nothing). As with jax-md's own capacity, pairs that do
+        not fit are dropped and the caller must check: ``MDSystem.update_neighbors`` counts them
+        at every step and marks the list overflowed (jax-md's flag), so the engine discards the
+        chunk and reallocates; ``MDSystem.allocate`` makes room at the positions it is given.
+        Only lists maintained that way may be used with ``pair_fraction`` < 1."""
         n = R.shape[0]
         receivers, senders = neighbor.idx[0], neighbor.idx[1]
-        edge_mask = receivers < n
         d = jax.vmap(functools.partial(displacement_fn, **kwargs))
+        if pair_fraction < 1.0:
+            receivers, senders, _ = in_cutoff_pairs(
+                d, R, receivers, senders, self.cutoff, compact_capacity(receivers.shape[0], pair_fraction))
+        edge_mask = receivers < n
 
         def edge_vectors(pos):
             return d(pos[senders], pos[receivers])
@@ -256,19 +270,21 @@ class PotentialDef:
             return static
         return jnp.zeros(R.shape[0], jnp.int32)
 
-    def energy_fn_of_params(self, displacement_fn, numbers=None) -> Callable:
+    def energy_fn_of_params(self, displacement_fn, numbers=None, *, pair_fraction: float = 1.0) -> Callable:
         """``f(variables, R, neighbor, **kwargs) -> E`` (eV): differentiable w.r.t. the
-        :class:`PotentialParams` too (ensembles, differentiable simulation)."""
+        :class:`PotentialParams` too (ensembles, differentiable simulation). ``pair_fraction``:
+        see :meth:`jaxmd_properties` (the MD engine's; a plain jax-md list needs the default 1)."""
         static = self._static_species(numbers)
 
         def energy(variables, R, neighbor=None, **kwargs):
             self._check_neighbor(neighbor)
             species = self._call_species(static, R, kwargs)
-            return self.jaxmd_properties(variables, displacement_fn, species, R, neighbor, **kwargs).energy[0]
+            return self.jaxmd_properties(variables, displacement_fn, species, R, neighbor, pair_fraction=pair_fraction,
+                                         **kwargs).energy[0]
 
         return energy
 
-    def force_fn_of_params(self, displacement_fn, numbers=None) -> Callable:
+    def force_fn_of_params(self, displacement_fn, numbers=None, *, pair_fraction: float = 1.0) -> Callable:
         """``f(variables, R, neighbor, **kwargs) -> F`` [n_atoms, 3] eV/Å, the same single
         gradient as :meth:`predict`."""
         static = self._static_species(numbers)
@@ -276,7 +292,8 @@ class PotentialDef:
         def force(variables, R, neighbor=None, **kwargs):
             self._check_neighbor(neighbor)
             species = self._call_species(static, R, kwargs)
-            return self.jaxmd_properties(variables, displacement_fn, species, R, neighbor, **kwargs).forces
+            return self.jaxmd_properties(variables, displacement_fn, species, R, neighbor, pair_fraction=pair_fraction,
+                                         **kwargs).forces
 
         return force
 
@@ -299,6 +316,28 @@ class PotentialDef:
             fractional_coordinates=fractional_coordinates,
             disable_cell_list=disable_cell_list,
         )
+
+
+def compact_capacity(capacity: int, pair_fraction: float) -> int:
+    """The static number of slots for the in-cutoff pairs of a jax-md list of ``capacity`` pairs."""
+    return max(1, min(int(capacity), int(math.ceil(capacity * pair_fraction))))
+
+
+def in_cutoff_pairs(displacement, R, receivers, senders, cutoff: float, capacity: int):
+    """The listed pairs closer than ``cutoff``, in list order, padded to ``capacity`` with
+    R.shape[0] (jax-md's "no pair"): ``(receivers [capacity], senders [capacity], overflow)``,
+    overflow a bool scalar, True when more pairs are inside than fit (the extra ones dropped).
+
+    ``displacement``: the vmapped displacement (senders, receivers positions -> vectors). The
+    selection is integer bookkeeping: no derivative flows through it (positions stop-gradient)."""
+    n = R.shape[0]
+    R0 = jax.lax.stop_gradient(R)
+    vec = displacement(R0[jnp.minimum(senders, n - 1)], R0[jnp.minimum(receivers, n - 1)])
+    keep = (receivers < n) & (jnp.sum(vec * vec, axis=-1) < cutoff * cutoff)
+    (slots,) = jnp.nonzero(keep, size=capacity, fill_value=receivers.shape[0])
+    pad = jnp.full((1,), n, receivers.dtype)
+    return (jnp.concatenate([receivers, pad])[slots], jnp.concatenate([senders, pad])[slots],
+            jnp.sum(keep) > capacity)
 
 
 @compiled(maxsize=32)

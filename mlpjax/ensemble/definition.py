@@ -124,10 +124,11 @@ class EnsembleDef(PotentialDef):
 
         return jax.vmap(one, in_axes=(self.variable_axes(variables),))(variables)
 
-    def member_force_fn_of_params(self, displacement_fn, numbers=None) -> Callable:
+    def member_force_fn_of_params(self, displacement_fn, numbers=None, *, pair_fraction: float = 1.0) -> Callable:
         """``f(variables, R, neighbor, **kwargs) -> [M, n_atoms, 3]`` eV/Å: every member's forces
-        from a jax-md neighbour list (the MD uncertainty check)."""
-        force = self.member.force_fn_of_params(displacement_fn, numbers)
+        from a jax-md neighbour list (the MD uncertainty check); ``pair_fraction`` as in
+        :meth:`~mlpjax.potential.PotentialDef.jaxmd_properties`."""
+        force = self.member.force_fn_of_params(displacement_fn, numbers, pair_fraction=pair_fraction)
 
         def forces(variables, R, neighbor=None, **kwargs):
             return jax.vmap(lambda v: force(v, R, neighbor=neighbor, **kwargs),

@@ -147,7 +147,13 @@ def _build(system: MDSystem, config: MDConfig, record_every: int, params_batched
             state, nbrs, k = carry
             k = k + 1
             kf = k.astype(state.position.dtype)
-            state, nbrs = step_all(variables, state, nbrs, targets.kT_at(config, kf), config.pressure_at(kf))
+            new, nbrs = step_all(variables, state, nbrs, targets.kT_at(config, kf), config.pressure_at(kf))
+            # a run whose list overflowed (flags are sticky) keeps its last good state: the chunk is
+            # rerun with a bigger list anyway, and the driver judges "exploded or not" by that state,
+            # not by steps integrated with dropped pairs
+            bad = nbrs.did_buffer_overflow | nbrs.cell_size_too_small  # [R]
+            state = jax.tree_util.tree_map(
+                lambda n, o: jnp.where(bad.reshape(bad.shape + (1,) * (jnp.ndim(n) - 1)), o, n), new, state)
             return state, nbrs, k
 
         def between_records(carry, _):

@@ -91,6 +91,11 @@ class MDSystem:
     capacity_multiplier: float  # neighbour-list head room at allocation
     repeats: tuple = (1, 1, 1)  # multi-image: the neighbour list and energy run over this supercell of images
     image_shifts: Any = None  # [C, 3] integer image offsets (multi-image), else None
+    # pairs inside the cutoff / pairs inside cutoff + skin at the start (1: no compaction): the
+    # model runs on the in-cutoff pairs compacted to this fraction of the list's capacity
+    # (see PotentialDef.jaxmd_properties); update_neighbors flags a list whose in-cutoff pairs
+    # no longer fit as overflowed, so the engine reallocates (a bigger list, more slots)
+    pair_fraction: float = 1.0
 
     # ---------------------------------------------------------------- identity
     @functools.cached_property
@@ -98,7 +103,7 @@ class MDSystem:
         """What compiled code depends on (see the module docstring)."""
         return (self.definition, _array_key(self.numbers), _array_key(self.masses), _array_key(self.cell),
                 _array_key(self.pbc), np.dtype(self.dtype).str, float(self.skin), float(self.capacity_multiplier),
-                tuple(self.repeats))
+                tuple(self.repeats), float(self.pair_fraction))
 
     def __eq__(self, other):
         return isinstance(other, MDSystem) and self.key == other.key
@@ -146,15 +151,18 @@ class MDSystem:
 
     @functools.cached_property
     def _member_force_of(self):
-        return self.definition.member_force_fn_of_params(self.nbr_displacement_fn, np.tile(self.numbers, self.n_copies))
+        return self.definition.member_force_fn_of_params(self.nbr_displacement_fn, np.tile(self.numbers, self.n_copies),
+                                         pair_fraction=self.pair_fraction)
 
     @functools.cached_property
     def _energy_of(self):
-        return self.definition.energy_fn_of_params(self.nbr_displacement_fn, np.tile(self.numbers, self.n_copies))
+        return self.definition.energy_fn_of_params(self.nbr_displacement_fn, np.tile(self.numbers, self.n_copies),
+                                         pair_fraction=self.pair_fraction)
 
     @functools.cached_property
     def _force_of(self):
-        return self.definition.force_fn_of_params(self.nbr_displacement_fn, np.tile(self.numbers, self.n_copies))
+        return self.definition.force_fn_of_params(self.nbr_displacement_fn, np.tile(self.numbers, self.n_copies),
+                                         pair_fraction=self.pair_fraction)
 
     def _super_kwargs(self, kwargs):
         return {**kwargs, "box": self.super_box(kwargs["box"])} if kwargs.get("box") is not None else kwargs
@@ -206,9 +214,31 @@ class MDSystem:
 
     # ---------------------------------------------------------------- neighbour lists
     def allocate(self, R, extra_capacity: int = 0, box=None):
-        """A new neighbour list at R [N, 3] (``extra_capacity`` more pairs per atom; ``box`` for NPT)."""
+        """A new neighbour list at R [N, 3] (``extra_capacity`` more pairs per atom; ``box`` for NPT).
+        With compaction (``pair_fraction`` < 1) the list is made big enough that its compacted
+        slots hold ``capacity_multiplier`` × the pairs inside the cutoff at R."""
         kw = {} if box is None else {"box": self.super_box(box)}
-        return hashable_neighbor_list(self.neighbor_fn.allocate(self.expand(R), extra_capacity=extra_capacity, **kw))
+        nbrs = hashable_neighbor_list(self.neighbor_fn.allocate(self.expand(R), extra_capacity=extra_capacity, **kw))
+        if self.pair_fraction < 1.0:
+            from mlpjax.potential import compact_capacity
+
+            need = int(math.ceil(self.capacity_multiplier * self._pairs_inside(nbrs, R, box)))
+            if compact_capacity(nbrs.max_occupancy, self.pair_fraction) < need:
+                n = self.n_atoms * self.n_copies
+                grow = int(math.ceil((need / self.pair_fraction + 1 - nbrs.max_occupancy) / n))
+                nbrs = hashable_neighbor_list(self.neighbor_fn.allocate(
+                    self.expand(R), extra_capacity=extra_capacity + grow, **kw))
+        return nbrs
+
+    def _pairs_inside(self, nbrs, R, box=None) -> int:
+        """How many of ``nbrs``'s pairs are inside the cutoff at R (host int)."""
+        from mlpjax.potential import in_cutoff_pairs
+
+        kw = {} if box is None else {"box": self.super_box(box)}
+        d = jax.vmap(functools.partial(self.nbr_displacement_fn, **kw))
+        recv, send = nbrs.idx[0], nbrs.idx[1]
+        keep = in_cutoff_pairs(d, self.expand(R), recv, send, self.cutoff, recv.shape[-1])[0] < self.n_atoms * self.n_copies
+        return int(jnp.sum(keep))
 
     def update_neighbors(self, nbrs, R, box=None):
         """``nbrs.update`` at R (and, for NPT, the current box) in the neighbour-list space, with
@@ -217,7 +247,22 @@ class MDSystem:
         which is exact."""
         R = jax.lax.stop_gradient(R)
         box = () if box is None else (jax.lax.stop_gradient(box),)
-        return self._gated_update(nbrs, R, *box)
+        nbrs = self._gated_update(nbrs, R, *box)
+        return self._flag_pair_overflow(nbrs, R, *box) if self.pair_fraction < 1.0 else nbrs
+
+    def _flag_pair_overflow(self, nbrs, R, *box):
+        """``nbrs`` marked overflowed (jax-md's flag, so the engine reallocates) when more of its
+        pairs are inside the cutoff at R than the model's compacted slots hold."""
+        from jax_md.partition import PartitionErrorCode
+
+        from mlpjax.potential import compact_capacity, in_cutoff_pairs
+
+        kw = {"box": self.super_box(box[0])} if box else {}
+        d = jax.vmap(functools.partial(self.nbr_displacement_fn, **kw))
+        recv, send = nbrs.idx[0], nbrs.idx[1]
+        _, _, over = in_cutoff_pairs(d, self.expand(R), recv, send, self.cutoff,
+                                     compact_capacity(recv.shape[-1], self.pair_fraction))
+        return nbrs.set(error=nbrs.error.update(PartitionErrorCode.NEIGHBOR_LIST_OVERFLOW, over))
 
     def _plain_update(self, nbrs, R, box=None):
         if box is None:
@@ -344,6 +389,8 @@ def build_system(potential, structure, config: MDConfig | None = None) -> MDSyst
         displacement_fn, shift_fn = space.free()
         nbr_displacement = displacement_fn
         neighbor_fn = definition.neighbor_fn(displacement_fn, 1.0, disable_cell_list=True, **nl)
+    pair_fraction = (_pair_fraction(atoms, definition.cutoff, float(config.skin), float(config.capacity_multiplier),
+                                    int(np.prod(repeats))) if config.skin > 0 else 1.0)
     system = MDSystem(
         definition=definition,
         numbers=numbers,
@@ -363,9 +410,32 @@ def build_system(potential, structure, config: MDConfig | None = None) -> MDSyst
         capacity_multiplier=float(config.capacity_multiplier),
         repeats=tuple(int(r) for r in repeats),
         image_shifts=shifts,
+        pair_fraction=pair_fraction,
     )
     system._energy_of, system._force_of  # built here, outside any trace (they hold the static species)
     return system
+
+
+def _pair_fraction(atoms, cutoff: float, skin: float, capacity_multiplier: float = 1.25, copies: int = 1) -> float:
+    """(pairs within ``cutoff``) / (pairs within cutoff + skin) of ``atoms`` (periodic images
+    included; host neighbour list, vesin), rounded up to 1/64; 1.0 (no compaction) when that
+    would save < 5 %, or when the list is within a factor 2 of every possible pair of its
+    ``copies`` × N atoms (small clusters and cells: jax-md caps a list there, so it could not
+    grow to make room for pairs coming inside). Both lists count the same ordered pairs, so a
+    jax-md list of capacity K (× its head room) compacts to K × this fraction with the same head
+    room over the in-cutoff pairs."""
+    import vesin
+
+    periodic = bool(np.all(atoms.pbc))
+    pos = np.asarray(atoms.positions, np.float64)
+    cell = np.asarray(atoms.cell.array, np.float64) if periodic else np.zeros((3, 3))
+    (d,) = vesin.NeighborList(cutoff=cutoff + skin, full_list=True).compute(pos, cell, periodic, "d")
+    outer = int(np.sum(d < cutoff + skin))
+    n_list = len(atoms) * copies
+    if outer == 0 or 2 * capacity_multiplier * outer * copies >= n_list * (n_list - 1):
+        return 1.0
+    frac = math.ceil(64 * int(np.sum(d < cutoff)) / outer) / 64
+    return 1.0 if frac > 0.95 else float(frac)
 
 
 # ----------------------------------------------------------------------------- list bookkeeping (host)
