@@ -120,11 +120,11 @@ def test_md_with_compaction_equals_md_without(monkeypatch):
                    traj_every=10, dtype="float64", skin=SKIN, seed=3)
     assert build_system(pot, atoms, cfg).pair_fraction < 0.8
     runs = {}
-    for name, frac in (("full", lambda *a: 1.0), ("low", lambda *a: 0.3), ("measured", md_system._pair_fraction)):
+    for name, frac in (("full", lambda *a: 1.0), ("low", lambda *a: 0.3), ("default", md_system._pair_fraction)):
         monkeypatch.setattr(md_system, "_pair_fraction", frac)
         runs[name] = simulate(pot, ase.Atoms(atoms), cfg, progress=False)
     full = runs["full"]
     assert np.ptp(full.thermo["E_pot_eV"]) > 1e-3  # the atoms move
-    for name in ("low", "measured"):
+    for name in ("low", "default"):
         np.testing.assert_allclose(runs[name].thermo["E_tot_eV"], full.thermo["E_tot_eV"], atol=1e-9, err_msg=name)
         np.testing.assert_allclose(runs[name].thermo["E_pot_eV"], full.thermo["E_pot_eV"], atol=1e-9, err_msg=name)

@@ -91,8 +91,8 @@ class MDSystem:
     capacity_multiplier: float  # neighbour-list head room at allocation
     repeats: tuple = (1, 1, 1)  # multi-image: the neighbour list and energy run over this supercell of images
     image_shifts: Any = None  # [C, 3] integer image offsets (multi-image), else None
-    # pairs inside the cutoff / pairs inside cutoff + skin at the start (1: no compaction): the
-    # model runs on the in-cutoff pairs compacted to this fraction of the list's capacity
+    # (cutoff / (cutoff + skin))³, or 1 (no compaction; see _pair_fraction): the model runs on
+    # the in-cutoff pairs compacted to this fraction of the list's capacity
     # (see PotentialDef.jaxmd_properties); update_neighbors flags a list whose in-cutoff pairs
     # no longer fit as overflowed, so the engine reallocates (a bigger list, more slots)
     pair_fraction: float = 1.0
@@ -389,8 +389,7 @@ def build_system(potential, structure, config: MDConfig | None = None) -> MDSyst
         displacement_fn, shift_fn = space.free()
         nbr_displacement = displacement_fn
         neighbor_fn = definition.neighbor_fn(displacement_fn, 1.0, disable_cell_list=True, **nl)
-    pair_fraction = (_pair_fraction(atoms, definition.cutoff, float(config.skin), float(config.capacity_multiplier),
-                                    int(np.prod(repeats))) if config.skin > 0 else 1.0)
+    pair_fraction = _pair_fraction(len(atoms) * int(np.prod(repeats)), float(definition.cutoff), float(config.skin))
     system = MDSystem(
         definition=definition,
         numbers=numbers,
@@ -416,25 +415,21 @@ def build_system(potential, structure, config: MDConfig | None = None) -> MDSyst
     return system
 
 
-def _pair_fraction(atoms, cutoff: float, skin: float, capacity_multiplier: float = 1.25, copies: int = 1) -> float:
-    """(pairs within ``cutoff``) / (pairs within cutoff + skin) of ``atoms`` (periodic images
-    included; host neighbour list, vesin), rounded up to 1/64; 1.0 (no compaction) when that
-    would save < 5 %, or when the list is within a factor 2 of every possible pair of its
-    ``copies`` × N atoms (small clusters and cells: jax-md caps a list there, so it could not
-    grow to make room for pairs coming inside). Both lists count the same ordered pairs, so a
-    jax-md list of capacity K (× its head room) compacts to K × this fraction with the same head
-    room over the in-cutoff pairs."""
-    import vesin
+MIN_COMPACTION_ATOMS = 128  # smaller systems keep the whole list (see _pair_fraction)
 
-    periodic = bool(np.all(atoms.pbc))
-    pos = np.asarray(atoms.positions, np.float64)
-    cell = np.asarray(atoms.cell.array, np.float64) if periodic else np.zeros((3, 3))
-    (d,) = vesin.NeighborList(cutoff=cutoff + skin, full_list=True).compute(pos, cell, periodic, "d")
-    outer = int(np.sum(d < cutoff + skin))
-    n_list = len(atoms) * copies
-    if outer == 0 or 2 * capacity_multiplier * outer * copies >= n_list * (n_list - 1):
+
+def _pair_fraction(n_list_atoms: int, cutoff: float, skin: float) -> float:
+    """The static fraction of a Verlet list's slots the model gets: (cutoff / (cutoff + skin))³,
+    the share of a uniform liquid's listed pairs that are inside the cutoff, rounded up to 1/64
+    (5 Å and 0.5 Å: 0.75). A static number, not a count at the start, so that every start of a
+    system shares one compiled engine; where the pairs inside need more slots (a crystal whose
+    shells fall just inside the cutoff, a compressed cluster), ``MDSystem.allocate`` makes the
+    list itself bigger. 1.0 (no compaction) without a skin, when it would save < 5 %, or for fewer
+    than ``MIN_COMPACTION_ATOMS`` atoms in the list's space: there a list can reach every possible
+    pair, where jax-md caps its size, and could not grow to make room."""
+    if skin <= 0 or n_list_atoms < MIN_COMPACTION_ATOMS:
         return 1.0
-    frac = math.ceil(64 * int(np.sum(d < cutoff)) / outer) / 64
+    frac = math.ceil(64 * (cutoff / (cutoff + skin)) ** 3) / 64
     return 1.0 if frac > 0.95 else float(frac)
 
 
