@@ -94,7 +94,7 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs between checkpoints (also written on the last epoch / early stop / time limit)
     dtype: str = "float32"  # "float32" | "float64" (float64 switches on jax_enable_x64)
     # --- devices (mlpjax.training.sharding: data parallel over a 1-D "data" mesh, results as on one device)
-    devices: int = 1  # local devices each batch is sharded over (1: one device, as before; 0: all local devices)
+    devices: int = 1  # local devices each batch (a full ensemble: its members) is sharded over (1: one device; 0: all local ones)
     # --- ensembles (mlpjax.ensemble; the spread of the members is the uncertainty)
     ensemble_size: int = 1  # M members trained together in one vmapped step (1: a single model)
     ensemble_kind: str = "full"  # "full": M independent networks | "shallow": one network with M last-layer heads (Gaussian NLL)
@@ -237,9 +237,13 @@ def _validate(cfg: TrainConfig) -> None:
     if cfg.bootstrap and cfg.ensemble_size < 2:
         raise ConfigError("bootstrap resamples the training set per ensemble member: set ensemble_size >= 2",
                           option="bootstrap")
-    if cfg.devices != 1 and cfg.ensemble_size > 1:
-        raise ConfigError(f"devices {cfg.devices} shards one model's batch; an ensemble (ensemble_size "
-                          f"{cfg.ensemble_size}) trains on one device: set devices: 1", option="devices")
+    if cfg.devices != 1 and cfg.ensemble_size > 1 and cfg.ensemble_kind != "full":
+        raise ConfigError(f"devices {cfg.devices}: a shallow ensemble (one network, {cfg.ensemble_size} heads) "
+                          "trains on one device: set devices: 1 (a full ensemble shards its members over devices)",
+                          option="devices")
+    if cfg.devices > 1 and cfg.ensemble_size > 1 and cfg.ensemble_size % cfg.devices:
+        raise ConfigError(f"devices {cfg.devices} must divide ensemble_size {cfg.ensemble_size}: a full ensemble "
+                          "shards its members over the devices, the same number on each", option="devices")
     if cfg.energy_weight == 0 and cfg.forces_weight == 0 and cfg.stress_weight == 0:
         raise ConfigError("all loss weights are zero; set energy_weight, forces_weight or stress_weight > 0", option="energy_weight")
 

@@ -74,8 +74,8 @@ def test_devices_field_and_its_errors(tmp_path):
     path.write_text("devices: all\n")
     with pytest.raises(ConfigError, match=r"line 1: devices must be an integer, got 'all'"):
         load_config(path)
-    with pytest.raises(ConfigError, match="an ensemble .* trains on one device: set devices: 1"):
-        TrainConfig(devices=2, ensemble_size=3)
+    with pytest.raises(ConfigError, match="shallow ensemble .* trains on one device: set devices: 1"):
+        TrainConfig(devices=2, ensemble_size=2, ensemble_kind="shallow")  # (full ensembles: tests/test_ensemble_devices.py)
     import jax
 
     n = jax.local_device_count()

@@ -140,6 +140,28 @@ def _member_training_sets(config: TrainConfig, graphs: Sequence[AtomGraph]) -> l
     return [[graphs[i] for i in np.random.default_rng([int(config.seed), m]).integers(0, n, n)] for m in range(members)]
 
 
+def _member_sharding(members: int, n_devices: int) -> Callable:
+    """``tree -> tree`` placing every leaf with a leading member axis ``[members, ...]`` sharded
+    over ``n_devices`` local devices (mesh axis ``"member"``), other leaves replicated. The vmapped
+    member step then runs each device's members there: members never exchange anything, so the
+    results are those of one device (``tests/test_ensemble_devices.py``)."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    if jax.process_count() > 1:
+        raise ConfigError("a full ensemble shards its members over the devices of one process; several processes "
+                          "(jax.distributed) are not supported for ensembles", option="devices")
+    if members % n_devices:
+        raise ConfigError(f"devices {n_devices} must divide the {members} ensemble members", option="devices")
+    mesh = Mesh(np.array(jax.local_devices()[:n_devices]), ("member",))
+    split, same = NamedSharding(mesh, PartitionSpec("member")), NamedSharding(mesh, PartitionSpec())
+
+    def place(tree):
+        return jax.tree_util.tree_map(
+            lambda x: jax.device_put(x, split if np.ndim(x) and np.shape(x)[0] == members else same), tree)
+
+    return place
+
+
 def _member_batches(member_graphs: list, budget: Budget, seed: int, epoch: int, dtype):
     """One epoch of a full ensemble: ``(batch [M, ...], active [M])`` per step, member m shuffled with
     its own seed. A member with fewer batches repeats its last one with ``active`` False (its state
@@ -519,7 +541,13 @@ def train(
         steps_per_epoch = max(_batch_groups(g, budget) for g in (member_graphs or [train_graphs]))
         compute_stress = config.stress_weight > 0 and any(c.stress is not None and c.periodic for c in train_set)
     dp = None  # data parallel over a device mesh (mlpjax.training.sharding): devices != 1, or several processes
-    if n_devices > 1 or jax.process_count() > 1:
+    member_sharding = None  # a full ensemble on several devices: its member axis sharded over them
+    if member_graphs is not None and (n_devices > 1 or jax.process_count() > 1):
+        member_sharding = _member_sharding(members, n_devices)
+        fns = make_step_fns(potential, config, steps_per_epoch, compute_stress)
+        say_devices = (f"ensemble members over {n_devices} {jax.local_devices()[0].platform} devices "
+                       f"({members // n_devices} per device)")
+    elif n_devices > 1 or jax.process_count() > 1:
         size = _streaming.sizes if streamed else (lambda g: g)  # streamed: the budget from the counts
         dp = make_data_parallel(potential, config, n_devices=n_devices, train_graphs=size(train_graphs),
                                 valid_graphs=size(valid_graphs), compute_stress=compute_stress)
@@ -569,6 +597,8 @@ def train(
     if dp is not None and ck is None:
         state = dp.replicate(state)  # parameters, EMA and optimiser state on every device of the mesh
         best_params = state.ema_params
+    if member_sharding is not None:  # each device holds its members' parameters and optimiser state
+        state, best_params = member_sharding(state), member_sharding(best_params)
 
     writer = is_main_process()  # several processes: only process 0 writes files
     if writer:
@@ -603,7 +633,7 @@ def train(
         bar = tqdm(total=total_steps, initial=min((start_epoch - 1) * steps_per_epoch + skip_steps, total_steps),
                    desc=f"epoch {start_epoch}/{int(config.epochs)}", unit="step", dynamic_ncols=True)
     say = (bar.write if bar is not None else print) if progress else (lambda _msg: None)
-    if dp is not None:
+    if dp is not None or member_sharding is not None:
         say(say_devices)
     epoch = start_epoch - 1
     max_time = None if config.max_time_minutes is None else 60.0 * float(config.max_time_minutes)
@@ -634,6 +664,8 @@ def train(
                     it = batches(train_graphs, budget, shuffle=True, seed=int(config.seed) * 100003 + epoch, dtype=dtype)
                 else:  # (stacked batch, active): each member its own data order (and bootstrap sample)
                     it = _member_batches(member_graphs, budget, int(config.seed), epoch, dtype)
+                    if member_sharding is not None:  # each device gets its members' batches
+                        it = map(member_sharding, it)
                 if streamed and dp is None:
                     it = _streaming.to_device(it)
                 if skip:

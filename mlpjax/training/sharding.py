@@ -28,8 +28,11 @@ Results equal single-device training up to the order of floating-point additions
 Several hosts: see :mod:`mlpjax.training.distributed` (each process packs its shard of the data
 into its devices' sub-batches; the mesh spans every process's devices).
 
-Not supported (a one-line ConfigError): ensembles (``ensemble_size > 1``; their members could be
-sharded over devices instead).
+Ensembles: a full ensemble (``ensemble_size > 1``, ``ensemble_kind: full``) shards its *members*
+over the devices instead (``devices`` must divide ``ensemble_size``; each device trains its members
+on their own batches; ``mlpjax.training.loop._member_sharding``, ``tests/test_ensemble_devices.py``).
+Not supported (a one-line ConfigError): a shallow ensemble on several devices, an ensemble over
+several processes.
 """
 
 from __future__ import annotations
