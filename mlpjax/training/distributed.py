@@ -81,14 +81,16 @@ def initialize() -> bool:
 def process_shard(items: Sequence[T], *, index: int | None = None, count: int | None = None) -> list[T]:
     """This process's contiguous share of ``items``: of ``n`` items process ``index`` of ``count``
     gets ``items[n·index // count : n·(index+1) // count]`` (sizes differ by at most one; every item
-    belongs to exactly one process; order kept). ``index``/``count`` default to
+    belongs to exactly one process; order kept), as a list, or as the slice itself for a lazy
+    sequence (``lazy = True``: the graphs of a packed file, built only when this process reads them). ``index``/``count`` default to
     ``jax.process_index()`` / ``jax.process_count()``."""
     index = jax.process_index() if index is None else int(index)
     count = jax.process_count() if count is None else int(count)
     if count < 1 or not 0 <= index < count:
         raise ValueError(f"process index {index} of {count} processes: need 0 <= index < count")
     n = len(items)
-    return list(items[n * index // count: n * (index + 1) // count])
+    part = items[n * index // count: n * (index + 1) // count]
+    return part if getattr(part, "lazy", False) else list(part)  # a lazy sequence (packed data) stays lazy
 
 
 def is_main_process() -> bool:

@@ -25,8 +25,10 @@ object passed in); the in-memory path is unchanged and stays the default. What d
   shows the first :data:`PARITY_SAMPLE` structures.
 
 Not supported with a packed training set (one-line ConfigErrors, :func:`mlpjax.config.check_streaming`):
-ensembles, fine-tuning (``init_from``), closed-form fits (GAP), and several processes
-(``jax.distributed``: each process would hold its shard's graphs). ``devices`` > 1 on one process
+ensembles, fine-tuning (``init_from``) and closed-form fits (GAP). Several processes
+(``jax.distributed``) each stream only their contiguous shard of the training and validation
+structures (``process_shard`` of a :class:`LazyGraphs` is a lazy view); the one statistics pass
+(E0, scale, average neighbours) reads the whole file on every process, so all fit the same. ``devices`` > 1 on one process
 works (the sub-batch budget from the same counts). A resumed run inside a cut epoch reads (and
 drops) the batches already taken. Validation and test sets may be packed or in memory.
 """
@@ -96,10 +98,6 @@ def open_data(config: TrainConfig, train_configs, valid_configs, test_configs):
 def check_supported(config: TrainConfig) -> None:
     """ConfigError for what a packed training set does not train (see the module docstring)."""
     check_streaming(config, train_is_packed=True)
-    if jax.process_count() > 1:
-        raise ConfigError(f"a packed training set is streamed by one process; {jax.process_count()} processes "
-                          "(jax.distributed) would each hold their shard's graphs: train in one process (devices: N "
-                          "shards the batch over its local devices) or use the data in memory", option="train_file")
 
 
 def sample(configs, k: int) -> list:
@@ -168,9 +166,14 @@ class LazyGraphs(Sequence[AtomGraph]):
     def __len__(self) -> int:
         return len(self.configs)
 
+    lazy = True  # mlpjax.training.distributed.process_shard keeps a slice of it lazy
+
     def __getitem__(self, i) -> AtomGraph:
-        if isinstance(i, slice):
-            raise TypeError("LazyGraphs takes integer indices (a slice would build every graph of it)")
+        if isinstance(i, slice):  # a lazy view (a process's shard): no graph built, no data read
+            view = LazyGraphs.__new__(LazyGraphs)
+            view.configs, view.species, view.cutoff = self.configs[i], self.species, self.cutoff
+            view.n_atoms, view.n_edges = self.n_atoms[i], self.n_edges[i]
+            return view
         g = to_graph(self.configs.get(int(i), info=False), self.species, self.cutoff)
         if g.n_edges != int(self.n_edges[int(i)]):
             raise _data.DataError(f"structure has {g.n_edges} edges within {self.cutoff:g} Å but the file's neighbour "
