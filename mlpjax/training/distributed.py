@@ -21,6 +21,20 @@ scale, average number of neighbours) on the *whole* training set: that is determ
 parameters every process starts from (and the architecture) are identical, and it costs one pass
 over the data next to hours of training.
 
+Checkpoints: process 0 writes mlpjax's own checksummed, atomically renamed format, and that is
+enough, so orbax-checkpoint is not used. Data parallelism replicates the parameters, EMA and
+optimiser state on every device, so process 0 holds the whole state; a resumed run has every
+process read the same file. Orbax earns its place when the state itself is sharded over hosts,
+each host writing its shards. mlpjax has no such state today: a full ensemble's members are
+sharded over the devices of *one* process. Orbax would replace nothing written by hand here, and
+it does not give the Fletcher-checksum check per file that a resume relies on to fall back from a
+half-written checkpoint.
+
+A packed training file (:mod:`mlpjax.training.streaming`) is streamed the same way: each process
+reads only the structures of its shard while training (``process_shard`` of the lazy graph
+sequence is a lazy view), after the one statistics pass over the whole file
+(``tests/test_packed_distributed.py``).
+
 SLURM launch (one process per host; ``jax.distributed.initialize()`` reads the coordinator
 address, the number of processes and this process's index from SLURM's environment —
 ``SLURM_JOB_NODELIST``, ``SLURM_NTASKS``, ``SLURM_PROCID`` — when it runs under ``srun``)::
