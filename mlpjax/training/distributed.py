@@ -27,7 +27,7 @@ optimiser state on every device, so process 0 holds the whole state; a resumed r
 process read the same file. Orbax earns its place when the state itself is sharded over hosts,
 each host writing its shards. mlpjax has no such state today: a full ensemble's members are
 sharded over the devices of *one* process. Orbax would replace nothing written by hand here, and
-it does not give the Fletcher-checksum check per file that a resume relies on to fall back from a
+it does not give the SHA-256 check per file that a resume relies on to fall back from a
 half-written checkpoint.
 
 A packed training file (:mod:`mlpjax.training.streaming`) is streamed the same way: each process
