@@ -140,7 +140,8 @@ def test_first_layer_species_linear_and_old_model_files(tmp_path, ethanol):
 def test_channelwise_tensor_product_equals_e3nn(irreps_x, rng):
     """The blocked dense form of the edge tensor product gives e3nn.tensor_product's numbers
     and irreps (output order included) to float64 rounding."""
-    from mlpjax.models.mace import channelwise_tensor_product, natural_irreps
+    from mlpjax.models.common import channelwise_tensor_product
+    from mlpjax.models.mace import natural_irreps
 
     sh = natural_irreps(3)
     x = e3nn.IrrepsArray(irreps_x, jnp.asarray(rng.normal(size=(7, 5, e3nn.Irreps(irreps_x).dim))))

@@ -1,5 +1,5 @@
-"""The module interface every model implements, and the radial bases, cutoff envelopes and
-numerically safe helpers the models share.
+"""The module interface every model implements, and the radial bases, cutoff envelopes,
+numerically safe helpers and the channel-wise edge tensor product (MACE, NequIP) the models share.
 
 All functions are pure JAX, elementwise over edges, and safe under ``jax_debug_nans``
 for padded (masked) edges.
@@ -7,11 +7,14 @@ for padded (masked) edges.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import e3nn_jax as e3nn
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class EdgeModel(nn.Module):
@@ -118,3 +121,50 @@ def incoming_edge_table(receivers: jax.Array, active: jax.Array, n_nodes: int, m
     filled = slot[None, :] < counts[:, None]
     table = jnp.where(filled, order[jnp.clip(pos, 0, n_edges - 1)], n_edges)
     return table, counts
+
+
+@functools.lru_cache(maxsize=None)
+def channelwise_tp_basis(irreps_x: str, irreps_y: str, irreps_filter: str) -> tuple[str, np.ndarray]:
+    """The bilinear map of ``e3nn.tensor_product(x, y, filter_ir_out=irreps_filter)`` for one copy
+    of each input irrep (e3nn's component normalisation, its output order: paths sorted by irrep
+    and regrouped), as ``(irreps_out, T)`` with T float64 [x.dim, y.dim, out.dim]:
+    tp(x, y)_k = Σ_ij x_i y_j T_ijk. Every input irrep must have multiplicity 1."""
+    ix, iy = e3nn.Irreps(irreps_x), e3nn.Irreps(irreps_y)
+    keep = {ir for _, ir in e3nn.Irreps(irreps_filter)}
+    if any(mul != 1 for mul, _ in ix + iy):
+        raise ValueError(f"channelwise_tp_basis needs multiplicity-1 irreps, got {ix} and {iy}")
+    if e3nn.config("irrep_normalization") != "component":
+        raise ValueError("channelwise_tp_basis reproduces e3nn's 'component' irrep normalisation only")
+    blocks, irreps_out = [], []
+    for (_, ir1), s1 in zip(ix, ix.slices()):
+        for (_, ir2), s2 in zip(iy, iy.slices()):
+            for ir in ir1 * ir2:
+                if ir not in keep:
+                    continue
+                block = np.zeros((ix.dim, iy.dim, ir.dim))
+                block[s1, s2] = np.asarray(e3nn.clebsch_gordan(ir1.l, ir2.l, ir.l), np.float64) * np.sqrt(ir.dim)
+                blocks.append(block)
+                irreps_out.append((1, ir))
+    order = e3nn.Irreps(irreps_out).sort()
+    return str(order.irreps.regroup()), np.concatenate([blocks[i] for i in order.inv], axis=-1)
+
+
+def channelwise_tensor_product(x: e3nn.IrrepsArray, y: e3nn.IrrepsArray, irreps_filter) -> tuple[e3nn.Irreps, list]:
+    """``e3nn.tensor_product(x, y[:, None], filter_ir_out=irreps_filter)`` for x [E, C, irreps_x]
+    (C channels, one copy of each irrep per channel) and y [E, irreps_y] (one per edge), as
+    ``(irreps_out, blocks)``: one array [E, C, mul, ir.dim] per (mul, ir) of ``irreps_out`` (their
+    concatenation is e3nn's output). Each block is two dense contractions,
+    M_e = Σ_j y_ej T_ij· [E, x.dim, block], then out_ec = Σ_i x_eci M_ei·, with the same numbers as
+    e3nn's per-path einsums (tests/test_mace.py) at a fraction of their cost: the per-path form
+    materialises [E, C, d1, d2] products for every path and its gradient (512 Cu atoms, 64
+    channels, l ≤ 3: forward + backward of the second layer's product 159 ms against 967 ms, CPU).
+    Blocks, not one array: the caller weights and sums each over edges without slicing or
+    concatenating [E, C, ·] arrays, whose gradients (pads and adds) cost as much again."""
+    irreps_out, t = channelwise_tp_basis(str(x.irreps), str(y.irreps), str(e3nn.Irreps(irreps_filter)))
+    irreps_out = e3nn.Irreps(irreps_out)
+    blocks = []
+    for (mul, ir), sl in zip(irreps_out, irreps_out.slices()):
+        m = jnp.einsum("ej,ijk->eik", y.array, jnp.asarray(t[:, :, sl], y.dtype))  # [E, x.dim, mul·ir.dim]
+        out = jnp.einsum("eci,eik->eck", x.array, m)
+        blocks.append(out.reshape(out.shape[:-1] + (mul, ir.dim)))
+    return irreps_out, blocks

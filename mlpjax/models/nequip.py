@@ -30,6 +30,11 @@ contribute exactly zero (jax-md's padded receivers == n_nodes are also dropped b
 
 Design choices / deviations from the reference implementation (mir-group/nequip):
 
+* The edge tensor product is e3nn's (numbers and layout; checked to 1e-17 in float64 against
+  ``e3nn.tensor_product``) but computed channel-wise per irrep block
+  (:func:`mlpjax.models.common.channelwise_tensor_product`), the (path, channel) radial weights
+  broadcast per block and each block summed over edges apart: 1.7-3.7x faster energy + gradient
+  at 512 Cu atoms than e3nn's per-path einsums with an expanded weight (CPU).
 * Aggregation divides by ``avg_num_neighbors`` (as SchNet/MACE in this package);
   NequIP divides by its square root. Both are a fixed rescaling the next Linear absorbs.
 * Bessel frequencies are fixed (nπ/r_c); NequIP makes them trainable.
@@ -51,7 +56,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mlpjax.models.common import EdgeModel, bessel_basis, polynomial_cutoff, safe_norm
+from mlpjax.models.common import EdgeModel, bessel_basis, channelwise_tensor_product, polynomial_cutoff, safe_norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,12 +147,22 @@ class NequIP(EdgeModel):
             conv_out = (scalars + e3nn.Irreps(f"{gated.num_irreps}x0e") + gated).simplify()
 
             x_up = e3nn.flax.Linear(x.irreps, name=f"linear_up_{t}")(x)
-            # tensor product with SH; keep the paths that can feed conv_out
-            messages = e3nn.tensor_product(x_up[senders], sh, filter_ir_out=conv_out)  # [n_edges, dim]
-            w = _radial_mlp(radial, cfg.radial_hidden, cfg.radial_layers, messages.irreps.num_irreps, f"radial_{t}")
-            messages = messages * (w * weight[:, None])  # one weight per (channel, path)
-            agg = jax.ops.segment_sum(messages.array, receivers, num_segments=n_nodes) / self.avg_num_neighbors
-            agg = e3nn.IrrepsArray(messages.irreps, agg)  # [n_nodes, dim]
+            # tensor product with SH, keeping the paths that can feed conv_out: e3nn.tensor_product's
+            # numbers and layout (irreps of mul·F copies, path-major), computed channel-wise per irrep
+            # block (mlpjax.models.mace.channelwise_tensor_product) with each (path, channel) radial
+            # weight broadcast on its block and each block summed over edges on its own
+            F = cfg.features
+            tp_irreps, blocks = channelwise_tensor_product(x_up.mul_to_axis(F)[senders], sh, conv_out)
+            msg_irreps = e3nn.Irreps([(mul * F, ir) for mul, ir in tp_irreps])
+            w = _radial_mlp(radial, cfg.radial_hidden, cfg.radial_layers, msg_irreps.num_irreps, f"radial_{t}")
+            w = w * weight[:, None]  # [n_edges, Σ mul·F]: one weight per (path, channel)
+            agg, off = [], 0
+            for (mul, ir), block in zip(tp_irreps, blocks):  # block [n_edges, F, mul, ir.dim]
+                wb = jnp.swapaxes(w[:, off:off + mul * F].reshape(-1, mul, F), 1, 2)  # [n_edges, F, mul]
+                summed = jax.ops.segment_sum(block * wb[..., None], receivers, num_segments=n_nodes)  # [N, F, mul, d]
+                agg.append(jnp.swapaxes(summed, 1, 2).reshape(n_nodes, mul * F * ir.dim))  # path-major, as e3nn
+                off += mul * F
+            agg = e3nn.IrrepsArray(msg_irreps, jnp.concatenate(agg, axis=-1) / self.avg_num_neighbors)  # [n_nodes, dim]
 
             out = e3nn.flax.Linear(conv_out, force_irreps_out=True, name=f"linear_down_{t}")(agg)
             sc = e3nn.flax.Linear(
