@@ -60,8 +60,9 @@ def test_data_loss_is_the_training_loss(cu, tiny):
     fns = make_step_fns(pot, cfg, 1, True)
     state = init_state(pot, fns.optimizer, make_plateau(cfg), cfg.learning_rate)
     _, aux = fns.train_step(state, next(batches(graphs, make_budget(graphs, len(cu)))))
-    assert float(loss(pot.variables)) == pytest.approx(float(aux["loss"]), rel=1e-10)
-    grads = jax.grad(loss)(pot.variables)  # what the combined fit differentiates: finite, not zero
+    # jitted, as the script uses it (run op by op with NaN checking, the loss and its gradient took ~30 s)
+    assert float(jax.jit(loss)(pot.variables)) == pytest.approx(float(aux["loss"]), rel=1e-10)
+    grads = jax.jit(jax.grad(loss))(pot.variables)  # what the combined fit differentiates: finite, not zero
     norms = [float(np.linalg.norm(g)) for g in jax.tree_util.tree_leaves(grads.params)]
     assert all(map(math.isfinite, norms)) and max(norms) > 0
 
