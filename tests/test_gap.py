@@ -4,6 +4,7 @@ deviation is larger outside the training distribution (hotter and compressed cel
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -59,7 +60,13 @@ def _linear_model_and_prediction(pot, configs, compute_stress):
     batch = next(batches(graphs, make_budget(graphs, len(configs))))
     phi, y0 = gap._design_fn(pot, compute_stress, 32)(pot.params, batch)
     lin = np.asarray(y0) + np.asarray(phi) @ np.asarray(pot.params["params"]["alpha"]).reshape(-1)
-    return lin, pot.predict(pot.params, batch, compute_stress=compute_stress), batch
+    return lin, _jit_predict(pot, compute_stress)(pot.params, batch), batch
+
+
+def _jit_predict(pot, compute_stress):
+    """Potential.predict jitted (params an argument), as the calculator and MD run it; op by op
+    with NaN checking the SOAP prediction took 5-10 s per call."""
+    return jax.jit(lambda params, batch: pot.predict(params, batch, compute_stress=compute_stress))
 
 
 def test_design_matrix_matches_the_potentials_forces(fitted):
@@ -76,8 +83,8 @@ def test_gap_model_file_round_trip(fitted):
     loaded = potential.load(res.paths["model"])
     graphs = to_graphs(test_set[:2], loaded.species, loaded.cutoff)
     batch = next(batches(graphs, make_budget(graphs, 2)))
-    a = res.potential.predict(res.potential.params, batch, compute_stress=False)
-    b = loaded.predict(loaded.params, batch, compute_stress=False)
+    a = _jit_predict(res.potential, False)(res.potential.params, batch)
+    b = _jit_predict(loaded, False)(loaded.params, batch)
     np.testing.assert_allclose(np.asarray(a.forces), np.asarray(b.forces), rtol=1e-12, atol=1e-12)
 
 
