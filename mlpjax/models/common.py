@@ -124,29 +124,46 @@ def incoming_edge_table(receivers: jax.Array, active: jax.Array, n_nodes: int, m
 
 
 @functools.lru_cache(maxsize=None)
-def channelwise_tp_basis(irreps_x: str, irreps_y: str, irreps_filter: str) -> tuple[str, np.ndarray]:
-    """The bilinear map of ``e3nn.tensor_product(x, y, filter_ir_out=irreps_filter)`` for one copy
-    of each input irrep (e3nn's component normalisation, its output order: paths sorted by irrep
-    and regrouped), as ``(irreps_out, T)`` with T float64 [x.dim, y.dim, out.dim]:
-    tp(x, y)_k = Σ_ij x_i y_j T_ijk. Every input irrep must have multiplicity 1."""
+def channelwise_tp_paths(irreps_x: str, irreps_y: str, irreps_filter: str) -> tuple[str, tuple]:
+    """The paths of ``e3nn.tensor_product(x, y, filter_ir_out=irreps_filter)`` for one copy of each
+    input irrep, in e3nn's output order (paths sorted by irrep, then regrouped), as
+    ``(irreps_out, paths)``; each path is ``(i_x, i_y, ir_out, cg)`` with i_x, i_y the positions of
+    its input irreps in ``irreps_x``/``irreps_y`` and cg float64 [ir_x.dim, ir_y.dim, ir_out.dim]
+    the Clebsch-Gordan block in e3nn's component normalisation. Every input irrep must have
+    multiplicity 1. Shared by the dense formulation below and the cuequivariance backend
+    (:mod:`mlpjax.models.cue`), so both compute one and the same bilinear map."""
     ix, iy = e3nn.Irreps(irreps_x), e3nn.Irreps(irreps_y)
     keep = {ir for _, ir in e3nn.Irreps(irreps_filter)}
     if any(mul != 1 for mul, _ in ix + iy):
         raise ValueError(f"channelwise_tp_basis needs multiplicity-1 irreps, got {ix} and {iy}")
     if e3nn.config("irrep_normalization") != "component":
         raise ValueError("channelwise_tp_basis reproduces e3nn's 'component' irrep normalisation only")
-    blocks, irreps_out = [], []
-    for (_, ir1), s1 in zip(ix, ix.slices()):
-        for (_, ir2), s2 in zip(iy, iy.slices()):
+    paths = []
+    for i1, (_, ir1) in enumerate(ix):
+        for i2, (_, ir2) in enumerate(iy):
             for ir in ir1 * ir2:
-                if ir not in keep:
-                    continue
-                block = np.zeros((ix.dim, iy.dim, ir.dim))
-                block[s1, s2] = np.asarray(e3nn.clebsch_gordan(ir1.l, ir2.l, ir.l), np.float64) * np.sqrt(ir.dim)
-                blocks.append(block)
-                irreps_out.append((1, ir))
-    order = e3nn.Irreps(irreps_out).sort()
-    return str(order.irreps.regroup()), np.concatenate([blocks[i] for i in order.inv], axis=-1)
+                if ir in keep:
+                    cg = np.asarray(e3nn.clebsch_gordan(ir1.l, ir2.l, ir.l), np.float64) * np.sqrt(ir.dim)
+                    paths.append((i1, i2, ir, cg))
+    order = e3nn.Irreps([(1, ir) for _, _, ir, _ in paths]).sort()
+    return str(order.irreps.regroup()), tuple(paths[i] for i in order.inv)
+
+
+@functools.lru_cache(maxsize=None)
+def channelwise_tp_basis(irreps_x: str, irreps_y: str, irreps_filter: str) -> tuple[str, np.ndarray]:
+    """The bilinear map of ``e3nn.tensor_product(x, y, filter_ir_out=irreps_filter)`` for one copy
+    of each input irrep (e3nn's component normalisation, its output order: paths sorted by irrep
+    and regrouped), as ``(irreps_out, T)`` with T float64 [x.dim, y.dim, out.dim]:
+    tp(x, y)_k = Σ_ij x_i y_j T_ijk. Every input irrep must have multiplicity 1."""
+    ix, iy = e3nn.Irreps(irreps_x), e3nn.Irreps(irreps_y)
+    irreps_out, paths = channelwise_tp_paths(irreps_x, irreps_y, irreps_filter)
+    sx, sy = ix.slices(), iy.slices()
+    blocks = []
+    for i1, i2, ir, cg in paths:
+        block = np.zeros((ix.dim, iy.dim, ir.dim))
+        block[sx[i1], sy[i2]] = cg
+        blocks.append(block)
+    return irreps_out, np.concatenate(blocks, axis=-1)
 
 
 def channelwise_tensor_product(x: e3nn.IrrepsArray, y: e3nn.IrrepsArray, irreps_filter) -> tuple[e3nn.Irreps, list]:

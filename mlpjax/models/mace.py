@@ -62,7 +62,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlpjax.models.common import EdgeModel, bessel_basis, channelwise_tensor_product, polynomial_cutoff
+from mlpjax.models import cue as cue_backend
+from mlpjax.models.common import (EdgeModel, bessel_basis, channelwise_tensor_product, channelwise_tp_paths,
+                                  polynomial_cutoff)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +103,12 @@ class MACEConfig:
     # residual, so this is where its A learns an element dependence before the contraction.
     # Model files written before this field existed (2026-12-03) had no such map: they load as False.
     first_layer_species_linear: bool = True
+    # which kernels evaluate the edge message and the symmetric contraction: "e3nn" (dense jnp
+    # einsums, any platform), "cuequivariance" (NVIDIA's fused kernels on a GPU; its pure-JAX
+    # method elsewhere), or "auto" = cuequivariance where its CUDA kernels can run, else e3nn.
+    # A choice of kernel, not of model: the parameters and the numbers are the same
+    # (mlpjax.models.cue; tests/test_mace_cue.py), so one model file runs under any backend.
+    backend: str = "auto"
 
     FILE_DEFAULTS = {"first_layer_species_linear": False}  # model files that lack a field: its old behaviour
 
@@ -108,6 +116,8 @@ class MACEConfig:
         object.__setattr__(self, "radial_hidden", tuple(int(w) for w in self.radial_hidden))
         if self.correlation < 1 or self.interactions < 1 or self.features < 1:
             raise ValueError("MACE needs correlation >= 1, interactions >= 1, features >= 1")
+        if self.backend not in ("auto", "e3nn", "cuequivariance"):
+            raise ValueError(f"backend must be auto, e3nn or cuequivariance, got {self.backend!r}")
         if self.hidden_l_max > self.l_max:
             raise ValueError(f"hidden_l_max ({self.hidden_l_max}) must not exceed l_max ({self.l_max})")
 
@@ -147,6 +157,7 @@ class SymmetricContraction(nn.Module):
     irreps_out: str  # per-channel irreps of B, e.g. "0e + 1o"
     correlation: int
     num_species: int
+    backend: str = "e3nn"  # "e3nn" (below) or "cuequivariance" (mlpjax.models.cue, same parameters)
 
     @nn.compact
     def __call__(self, a: jax.Array, species: jax.Array) -> jax.Array:
@@ -154,23 +165,28 @@ class SymmetricContraction(nn.Module):
         irreps_in = e3nn.Irreps(self.irreps_in)
         assert irreps_in.dim == d, (irreps_in, a.shape)
         dtype = a.dtype
+        weights = {}  # (irrep, copy, ν) -> [S, K, C], created in the order of the model files
+        for mul, ir in e3nn.Irreps(self.irreps_out):
+            for copy in range(mul):
+                for nu in range(1, self.correlation + 1):
+                    k = symmetric_basis(str(irreps_in), str(ir), nu).shape[-2]
+                    if k:
+                        weights[(str(ir), copy, nu)] = self.param(
+                            f"w_{ir}_{copy}_nu{nu}", nn.initializers.normal(stddev=1.0 / np.sqrt(k)),
+                            (self.num_species, k, channels), dtype)
+        if self.backend == "cuequivariance":
+            from mlpjax.models import cue
+            return cue.symmetric_contraction(a, {(ir, nu): w for (ir, _, nu), w in weights.items()}, species,
+                                             str(irreps_in), self.irreps_out, self.correlation)
         outputs = []
         for mul, ir in e3nn.Irreps(self.irreps_out):
             for copy in range(mul):
                 # Species-weighted bases Uw^{(ν)}[s] : [S, C, d^ν..., M], highest ν first.
                 uw = {}
                 for nu in range(1, self.correlation + 1):
-                    u = symmetric_basis(str(irreps_in), str(ir), nu)
-                    k = u.shape[-2]
-                    if k == 0:
-                        continue
-                    w = self.param(
-                        f"w_{ir}_{copy}_nu{nu}",
-                        nn.initializers.normal(stddev=1.0 / np.sqrt(k)),
-                        (self.num_species, k, channels),
-                        dtype,
-                    )
-                    uw[nu] = jnp.einsum("...km,skc->sc...m", jnp.asarray(u, dtype), w)
+                    if (str(ir), copy, nu) in weights:
+                        u = symmetric_basis(str(irreps_in), str(ir), nu)
+                        uw[nu] = jnp.einsum("...km,skc->sc...m", jnp.asarray(u, dtype), weights[(str(ir), copy, nu)])
                 out = jnp.zeros((n, channels, ir.dim), dtype)
                 if not uw:
                     outputs.append(out)
@@ -197,6 +213,7 @@ class MACE(EdgeModel):
     def __call__(self, vectors, species, senders, receivers, edge_mask):
         """The EdgeModel interface (see :class:`mlpjax.models.common.EdgeModel`)."""
         cfg = self.config
+        backend = cue_backend.resolve(cfg.backend)  # at trace time: a GPU with the kernels, or not
         n_nodes = species.shape[0]
         C = cfg.features
         dtype = vectors.dtype
@@ -223,30 +240,36 @@ class MACE(EdgeModel):
             # atomic basis A: channel-wise tensor product of h_j with Y(r̂_ij), radial weights
             h_up = e3nn.flax.Linear(h.irreps, name=f"linear_up_{t}")(h)
             x = h_up.mul_to_axis(C)  # [N, C, irreps_h]
-            tp_irreps, tp_blocks = channelwise_tensor_product(x[senders], y, sh_irreps)  # [E, C, mul, ir.dim] each
+            tp_irreps = e3nn.Irreps(channelwise_tp_paths(str(x.irreps), str(sh_irreps), str(sh_irreps))[0])
             n_paths = tp_irreps.num_irreps
             w = radial_in
             for i, width in enumerate(cfg.radial_hidden):
                 w = jax.nn.silu(nn.Dense(width, use_bias=False, name=f"radial_{t}_{i}")(w))
             w = nn.Dense(n_paths * C, use_bias=False, name=f"radial_{t}_out")(w)  # [E, P*C]
             w = w.reshape(-1, C, n_paths) * mask[:, None, None]
-            # each path's radial weight on its irrep block, by broadcasting (an index gather
-            # w[:, :, path_of_component] and its scatter-add gradient took ~40 % of an E + F call on
-            # CPU), summed over edges block by block: [E, C, ·] arrays are never sliced or joined
-            agg, p = [], 0
-            for (mul, ir), block in zip(tp_irreps, tp_blocks):
-                message = (block * w[:, :, p:p + mul, None]).reshape(block.shape[:2] + (mul * ir.dim,))
-                agg.append(jax.ops.segment_sum(message, receivers, num_segments=n_nodes))  # [N, C, mul·ir.dim]
-                p += mul
-            agg = jnp.concatenate(agg, axis=-1) / self.avg_num_neighbors
-            agg = e3nn.IrrepsArray(tp_irreps, agg).axis_to_mul()  # [N, C x tp]
+            if backend == "cuequivariance":  # gather, product, weights and edge sum in one kernel
+                _, agg = cue_backend.channelwise_message(
+                    x, y, w, jnp.where(edge_mask, senders, 0),
+                    jnp.where(edge_mask, receivers, 0), n_nodes, sh_irreps)  # padded edges: weight 0, node 0
+            else:
+                _, tp_blocks = channelwise_tensor_product(x[senders], y, sh_irreps)
+                # each path's radial weight on its irrep block, by broadcasting (an index gather
+                # w[:, :, path_of_component] and its scatter-add gradient took ~40 % of an E + F call on
+                # CPU), summed over edges block by block: [E, C, ·] arrays are never sliced or joined
+                agg, p = [], 0
+                for (mul, ir), block in zip(tp_irreps, tp_blocks):
+                    message = (block * w[:, :, p:p + mul, None]).reshape(block.shape[:2] + (mul * ir.dim,))
+                    agg.append(jax.ops.segment_sum(message, receivers, num_segments=n_nodes))  # [N, C, mul·ir.dim]
+                    p += mul
+                agg = jnp.concatenate(agg, axis=-1)
+            agg = e3nn.IrrepsArray(tp_irreps, agg / self.avg_num_neighbors).axis_to_mul()  # [N, C x tp]
             a = e3nn.flax.Linear(C * sh_irreps, name=f"linear_a_{t}")(agg)  # [N, C x sh]
             if t == 0 and cfg.first_layer_species_linear:
                 a = e3nn.flax.Linear(C * sh_irreps, num_indexed_weights=self.num_species, name="species_a_0")(species, a)
             a = a.mul_to_axis(C)  # [N, C, sh]
 
             # many-body: symmetric contraction -> message m -> residual update
-            b = SymmetricContraction(str(a.irreps), str(hidden), cfg.correlation, self.num_species,
+            b = SymmetricContraction(str(a.irreps), str(hidden), cfg.correlation, self.num_species, backend,
                                      name=f"contraction_{t}")(a.array, species)  # [N, C, hidden]
             b = e3nn.IrrepsArray(hidden, b).axis_to_mul()
             m = e3nn.flax.Linear(C * hidden, name=f"linear_m_{t}")(b)
