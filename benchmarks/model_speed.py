@@ -75,9 +75,9 @@ def _reps(n: int, quick: bool) -> int:
     return max(2, base // 3) if quick else base
 
 
-def structure_batch(pot, n: int):
+def structure_batch(pot, n: int, dtype=None):
     """The rattled fcc Cu cell of ``n`` atoms (zero labels) as ``(atoms, graph, batch)``: one padded
-    float32 graph batch on the device, as every row of this benchmark times it."""
+    graph batch on the device, float32 (as every row of this benchmark times it) unless ``dtype``."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -89,7 +89,7 @@ def structure_batch(pot, n: int):
     conf = Configuration.from_atoms(atoms)
     conf.energy, conf.forces, conf.stress = 0.0, np.zeros((n, 3)), np.zeros((3, 3))
     graph = to_graph(conf, pot.species, pot.cutoff)
-    batch = jax.tree_util.tree_map(jnp.asarray, pack([graph], budget_for_single(graph), dtype=np.float32))
+    batch = jax.tree_util.tree_map(jnp.asarray, pack([graph], budget_for_single(graph), dtype=dtype or np.float32))
     return atoms, graph, batch
 
 

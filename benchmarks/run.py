@@ -451,6 +451,117 @@ def case_peers(opts: Options) -> CaseResult:
               "mlip": mlip, "mlip_missing": mlip_why, "mace_torch": torch_out, "mace_torch_missing": torch_why})
 
 
+def ef_call(pot, n: int, quick: bool, dtype=None) -> dict:
+    """Compiled energy + forces of ``pot`` on ``model_speed``'s ``n``-atom cell: first call s,
+    median call s, and the outputs (float64 numpy) for accuracy comparisons."""
+    import jax
+    import numpy as np
+
+    _atoms, _graph, batch = _model_speed().structure_batch(pot, n, dtype)
+    fn = jax.jit(lambda p, b: pot.predict(p, b, compute_stress=False))
+    t = time.perf_counter()
+    compiled = fn.lower(pot.params, batch).compile()
+    out = _block(compiled(pot.params, batch))
+    first = time.perf_counter() - t
+    return {"compile_s": first, "inference_s": median_time(lambda: compiled(pot.params, batch), speed_reps(n, quick)),
+            "energy": float(np.asarray(out.energy, np.float64)[0]),
+            "forces": np.asarray(out.forces, np.float64)[np.asarray(batch.node_mask)]}
+
+
+@_case("mace_backends", "speed", "MACE kernels: e3nn-jax vs cuequivariance (same parameters)")
+def case_mace_backends(opts: Options) -> CaseResult:
+    import dataclasses as dc
+
+    import numpy as np
+
+    from mlpjax.models import cue
+
+    if not cue.available():
+        why = "cuequivariance-jax is not installed (pip install -e '.[cuequivariance]')"
+        return CaseResult(headers=["N atoms", "note"], rows=[["—", f"not measured: {why}"]], notes=[why])
+    method = cue.method()
+    # the pure-JAX method is the equality check, not a speed path: on CPU one small size
+    sizes = _speed_sizes(opts) if method != "naive" else [64]
+    pot, _cfg = mlpjax_potential("mace")
+    rows, data, headline = [], [], []
+    for n in sizes:
+        r = {}
+        for backend in ("e3nn", "cuequivariance"):
+            p = pot.replace(model_config=dc.replace(pot.model_config, backend=backend))
+            try:
+                r[backend] = ef_call(p, n, opts.quick)
+            except Exception as err:  # e.g. out of memory
+                r[backend] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"}
+        a, b = r["e3nn"], r["cuequivariance"]
+        if "error" in a or "error" in b:
+            rows.append([n, a.get("error", _fmt_ms(a.get("inference_s"))), b.get("error", _fmt_ms(b.get("inference_s"))),
+                         "—", "—", "—", method])
+            data.append({"n_atoms": n, "error": [a.get("error"), b.get("error")]})
+            continue
+        d_e = abs(a["energy"] - b["energy"]) / n
+        d_f = float(np.max(np.abs(a["forces"] - b["forces"])))
+        ratio = b["inference_s"] / a["inference_s"]
+        rows.append([n, _fmt_ms(a["inference_s"]), _fmt_ms(b["inference_s"]), _fmt_ratio(ratio),
+                     f"{a['compile_s']:.3g} / {b['compile_s']:.3g}", f"{d_e:.2g} / {d_f:.2g}", method])
+        data.append({"n_atoms": n, "e3nn_s": a["inference_s"], "cue_s": b["inference_s"], "cue_over_e3nn": ratio,
+                     "compile_s": [a["compile_s"], b["compile_s"]], "max_dE_eV_per_atom": d_e, "max_dF_eV_per_A": d_f})
+        headline.append(f"MACE {n} atoms: cuequivariance ({method}) / e3nn {ratio:.2f}")
+    return CaseResult(
+        headers=["N atoms", "e3nn ms", "cuequivariance ms", "cue/e3nn", "first call s e3nn / cue",
+                 "max |ΔE| eV/atom / max |ΔF| eV/Å", "cue method"],
+        rows=rows, headline=headline, data={"method": method, "results": data, "config": _config_dict(pot.model_config)},
+        notes=["Same model and parameters (`MACEConfig.backend` only picks the kernels: mlpjax.models.cue builds "
+               "cuequivariance's segmented polynomials from mlpjax's own bases). `naive` is cuequivariance's pure-JAX "
+               "method (no GPU or no cuequivariance-ops-jax): it checks the numbers, its time is not the kernels'; "
+               "`uniform_1d` is the CUDA kernel."])
+
+
+PRECISIONS = ("highest", "tensorfloat32", "bfloat16")  # jax.default_matmul_precision values, float32 data
+PRECISION_ATOMS = 512
+
+
+@_case("precision", "speed", "float32 matmul precision on the GPU: full float32 vs TF32 vs bf16 (accuracy cost)")
+def case_precision(opts: Options) -> CaseResult:
+    """Energy + forces with float32 parameters and data under each matmul precision, against the
+    same call in float64 (the accuracy cost), MACE and SchNet. GPU only: XLA's CPU backend
+    computes float32 dots in float32 whatever the precision asks."""
+    import jax
+    import numpy as np
+
+    if not opts.gpu:
+        why = "GPU only (run with --gpu): on CPU every precision runs the same float32 dots"
+        return CaseResult(headers=["model", "note"], rows=[["—", why]], notes=[why])
+    n = PRECISION_ATOMS
+    rows, data, headline = [], {}, []
+    for model in ("mace", "schnet"):
+        pot, _cfg = mlpjax_potential(model)
+        with jax.enable_x64(True):
+            f64 = pot.replace(params=jax.tree_util.tree_map(lambda x: jax.numpy.asarray(x, np.float64), pot.params))
+            ref = ef_call(f64, n, True, np.float64)
+        data[model] = {"float64_s": ref["inference_s"]}
+        base_s = None
+        for prec in PRECISIONS:
+            with jax.default_matmul_precision(prec):
+                r = ef_call(pot, n, opts.quick)
+            base_s = base_s or r["inference_s"]
+            d_e = abs(r["energy"] - ref["energy"]) / n * 1e3
+            d_f = float(np.sqrt(np.mean((r["forces"] - ref["forces"]) ** 2))) * 1e3
+            f_rms = float(np.sqrt(np.mean(ref["forces"] ** 2))) * 1e3
+            data[model][prec] = {"inference_s": r["inference_s"], "dE_meV_per_atom": d_e, "dF_rms_meV_per_A": d_f,
+                                 "F_rms_meV_per_A": f_rms}
+            rows.append([model, prec, _fmt_ms(r["inference_s"]), _fmt_ratio(r["inference_s"] / base_s),
+                         f"{d_e:.3g}", f"{d_f:.3g}", f"{f_rms:.3g}", f"{d_f / f_rms:.2g}"])
+            if prec != "highest":
+                headline.append(f"{model} {n} atoms {prec}: {r['inference_s'] / base_s:.2f}x the float32 time, "
+                                f"|dF| rms {d_f:.2g} meV/Å")
+    return CaseResult(headers=["model", "matmul precision", "E+F ms", "time / full float32", "|ΔE| meV/atom vs float64",
+                               "ΔF rms meV/Å vs float64", "F rms meV/Å", "ΔF / F (rms)"],
+                      rows=rows, headline=headline, data={"n_atoms": n, "models": data},
+                      notes=[f"Untrained potentials at the speed suite's sizes (model_speed.BENCH_CONFIGS), {n} Cu atoms: the "
+                             "error columns show the arithmetic's cost; a trained model's force error (tens of meV/Å) is "
+                             "the scale to hold them against."])
+
+
 @_case("md_peers", "speed", "MD steps/s in jax-md: mlpjax vs mlip (MACE, NVE)")
 def case_md_peers(opts: Options) -> CaseResult:
     import md_throughput as mt

@@ -19,7 +19,7 @@ from benchmarks import run  # noqa: E402
 def test_parse_args_and_suites():
     args = run.parse_args(["--suite", "speed", "--quick"])
     assert args.suite == "speed" and args.quick and not args.gpu and args.case_names is None
-    assert [c.name for c in run.cases_for("speed")] == ["peers", "md_peers", "md_vs_ase", "npt_vs_nvt", "flops"]
+    assert [c.name for c in run.cases_for("speed")] == ["peers", "mace_backends", "precision", "md_peers", "md_vs_ase", "npt_vs_nvt", "flops"]
     assert [c.name for c in run.cases_for("scaling")] == ["md_scaling", "train_scaling"]
     everything = [c.name for c in run.cases_for("all")]
     assert sorted(everything) == sorted(run.CASES) and everything[0] == "peers" and everything[-1] == "accuracy"
@@ -77,3 +77,10 @@ def test_section_body_has_the_tables_and_the_shared_machine_note():
     assert "| model | fraction |" in body and "| schnet | 14 % |" in body
     assert "shared with other jobs" in body and "Headline: schnet 14 %" in body
     assert "### Peers" in body and "**failed**: RuntimeError: boom" in body
+
+
+def test_precision_case_is_gpu_only_and_says_so():
+    """Without --gpu the precision table is one row that says why (XLA's CPU dots ignore the
+    requested precision, so a CPU table would show three copies of one float32 measurement)."""
+    result = run.case_precision(run.Options(quick=True))
+    assert len(result.rows) == 1 and "GPU only" in result.rows[0][1]
