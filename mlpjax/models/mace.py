@@ -118,6 +118,8 @@ class MACEConfig:
             raise ValueError("MACE needs correlation >= 1, interactions >= 1, features >= 1")
         if self.backend not in ("auto", "e3nn", "cuequivariance"):
             raise ValueError(f"backend must be auto, e3nn or cuequivariance, got {self.backend!r}")
+        if self.backend == "cuequivariance":
+            cue_backend.resolve(self.backend)  # a clear error now where the package is missing, not at trace time
         if self.hidden_l_max > self.l_max:
             raise ValueError(f"hidden_l_max ({self.hidden_l_max}) must not exceed l_max ({self.l_max})")
 
