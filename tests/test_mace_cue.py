@@ -114,6 +114,25 @@ def test_backend_resolution():
         models.make_config("mace", {"backend": "torch"})
 
 
+@pytest.mark.parametrize("which", ["message", "contraction", "contraction-empty-paths"])
+def test_polynomials_meet_the_cuda_kernel_requirements(which):
+    """What cuequivariance's ``uniform_1d`` kernel checks before it runs (on CPU it falls back to
+    the naive method without checking): after flattening the coefficient modes every operation
+    has the one mode u, every operand's segments one shape, and u one extent (the channels)."""
+    channels = 8
+    poly = {"message": lambda: cue.message_polynomial("0e + 1o", "0e + 1o + 2e + 3o", "0e + 1o + 2e + 3o", channels)[0],
+            "contraction": lambda: cue.contraction_polynomial("0e + 1o + 2e + 3o", "0e + 1o", 3, channels)[0],
+            "contraction-empty-paths": lambda: cue.contraction_polynomial("0e + 1o + 2e", "1e", 3, channels)[0]}[which]()
+    flat = poly.flatten_coefficient_modes().squeeze_modes().canonicalize_subscripts()
+    extents = set()
+    assert flat.operations
+    for _, stp in flat.operations:
+        assert stp.subscripts.modes() == ["u"], stp.subscripts
+        assert stp.all_same_segment_shape(), stp
+        extents |= {op.segment_shape[0] for op in stp.operands if op.ndim == 1}
+    assert extents == {channels}
+
+
 @pytest.mark.skipif(not cue.cuda_kernels_available(), reason="needs a CUDA GPU and cuequivariance-ops-jax-cu12")
 def test_cuda_kernels_equal_e3nn_backend():
     """The uniform_1d CUDA kernels on the GPU (float32), against the e3nn backend on the same GPU."""
