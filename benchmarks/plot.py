@@ -32,7 +32,7 @@ def _peers(ax, d):
         if pts:
             ax.plot(*zip(*pts), marker=marker, color="C0", label=f"mlpjax {model}")
         mlip = ((d.get("mlip") or {}).get("models") or {}).get(model, {})
-        pts = [(s["n_atoms"], s["inference_s"]) for s in mlip.get("sizes", [])]
+        pts = [(s["n_atoms"], s["inference_s"]) for s in mlip.get("sizes", []) if "inference_s" in s]
         if pts:
             ax.plot(*zip(*pts), marker=marker, ls="--", color="C1", label=f"mlip {model}")
     torch = (d.get("mace_torch") or {}).get("sizes", [])

@@ -411,6 +411,12 @@ def case_peers(opts: Options) -> CaseResult:
                 rows.append([model, n, "—", mine["error"][:60], "", "", "", "", "", "", ""])
                 continue
             p, q = mlip_sizes.get(n), torch_sizes.get(n)
+            if p and "error" in p:  # the peer failed at this size only (e.g. out of memory)
+                notes.append(f"mlip {model} {n} atoms: {p['error']}")
+                p = None
+            if q and "error" in q:
+                notes.append(f"mace-torch {n} atoms: {q['error']}")
+                q = None
             r_mlip = _ratio(mine["inference_s"], p["inference_s"] if p else None)
             r_torch = _ratio(mine["inference_s"], q["inference_s"] if q else None)
             rows.append([model, n, mine["n_edges"], _fmt_ms(mine["inference_s"]), _fmt_ms(p["inference_s"] if p else None),

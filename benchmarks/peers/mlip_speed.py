@@ -126,15 +126,22 @@ def main(spec_path):
             calc = jax.jit(ff.calculate)
             for path, reps in zip(spec["structures"], spec["reps"]):
                 atoms = read(path)
-                batch, n_edges = _graph(atoms, cutoff)
-                t = time.perf_counter()
-                compiled = calc.lower(batch).compile()
-                mem = compiled.memory_analysis()
-                jax.block_until_ready(compiled(batch))
-                compile_s = time.perf_counter() - t
-                row = {"n_atoms": len(atoms), "n_edges": n_edges, "compile_s": compile_s,
-                       "inference_s": _median(lambda: compiled(batch).nodes.forces, reps),
-                       "xla_temp_MB": getattr(mem, "temp_size_in_bytes", float("nan")) / 2**20}
+                try:  # one size failing (out of memory at 4,096 atoms on a CPU) keeps the others
+                    batch, n_edges = _graph(atoms, cutoff)
+                    t = time.perf_counter()
+                    compiled = calc.lower(batch).compile()
+                    mem = compiled.memory_analysis()
+                    jax.block_until_ready(compiled(batch))
+                    compile_s = time.perf_counter() - t
+                    row = {"n_atoms": len(atoms), "n_edges": n_edges, "compile_s": compile_s,
+                           "inference_s": _median(lambda: compiled(batch).nodes.forces, reps),
+                           "xla_temp_MB": getattr(mem, "temp_size_in_bytes", float("nan")) / 2**20}
+                except Exception as err:
+                    row = {"n_atoms": len(atoms),
+                           "error": f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"}
+                    print(f"  mlip {name} N={len(atoms)}: failed: {row['error']}", file=sys.stderr, flush=True)
+                    entry["sizes"].append(row)
+                    continue
                 entry["sizes"].append(row)
                 print(f"  mlip {name} N={len(atoms)}: {row['inference_s'] * 1e3:.1f} ms (compile {compile_s:.1f} s)",
                       file=sys.stderr, flush=True)
