@@ -114,6 +114,16 @@ def test_backend_resolution():
         models.make_config("mace", {"backend": "torch"})
 
 
+def test_model_file_written_with_cuequivariance_loads_where_it_is_missing(monkeypatch):
+    """An explicit backend where the package is missing is a config error; a model file that
+    recorded the writing machine's cuequivariance backend loads as ``auto`` instead."""
+    monkeypatch.setattr(cue, "available", lambda: False)
+    with pytest.raises(ValueError, match="needs cuequivariance-jax"):
+        models.make_config("mace", {"backend": "cuequivariance"})
+    cfg = models.make_config("mace", {"backend": "cuequivariance"}, from_file=True)
+    assert cfg.backend == "auto"
+
+
 @pytest.mark.parametrize("which", ["message", "contraction", "contraction-empty-paths"])
 def test_polynomials_meet_the_cuda_kernel_requirements(which):
     """What cuequivariance's ``uniform_1d`` kernel checks before it runs (on CPU it falls back to

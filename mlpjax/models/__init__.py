@@ -70,11 +70,16 @@ def make_config(name: str, values: dict | None = None, *, from_file: bool = Fals
 
     ``from_file``: the dict comes from a saved model file; fields it lacks take the values in
     the config class's ``FILE_DEFAULTS`` (a field added later whose default changed the
-    architecture: an old file keeps the architecture it was trained with)."""
+    architecture: an old file keeps the architecture it was trained with), and the class's
+    ``file_values_here(values)``, where it has one, adapts choices that do not change the model
+    but may not exist on this machine (MACE's kernel backend)."""
     cls = config_class(name)
     values = dict(values or {})
     if from_file:
         values = {**getattr(cls, "FILE_DEFAULTS", {}), **values}
+        portable = getattr(cls, "file_values_here", None)  # run-time choices the writing machine made
+        if portable is not None:
+            values = portable(values)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - known
     if unknown:

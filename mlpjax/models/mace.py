@@ -112,6 +112,14 @@ class MACEConfig:
 
     FILE_DEFAULTS = {"first_layer_species_linear": False}  # model files that lack a field: its old behaviour
 
+    @staticmethod
+    def file_values_here(values: dict) -> dict:
+        """A model file written where cuequivariance ran loads with ``backend: auto`` on a machine
+        without it: the backend picks kernels, not the model (same numbers by construction)."""
+        if values.get("backend") == "cuequivariance" and not cue_backend.available():
+            return {**values, "backend": "auto"}
+        return values
+
     def __post_init__(self):
         object.__setattr__(self, "radial_hidden", tuple(int(w) for w in self.radial_hidden))
         if self.correlation < 1 or self.interactions < 1 or self.features < 1:
