@@ -323,6 +323,25 @@ def mlpjax_potential(model: str):
     return _POTENTIALS[model]
 
 
+def ef_call(pot, n: int, quick: bool, dtype=None) -> dict:
+    """Compiled energy + forces of ``pot`` on ``model_speed``'s ``n``-atom cell: first call s,
+    median call s, the outputs (float64 numpy) for accuracy comparisons, and the compiled call,
+    graph and batch (for XLA's cost analysis)."""
+    import jax
+    import numpy as np
+
+    _atoms, graph, batch = _model_speed().structure_batch(pot, n, dtype)
+    fn = jax.jit(lambda p, b: pot.predict(p, b, compute_stress=False))
+    t = time.perf_counter()
+    compiled = fn.lower(pot.params, batch).compile()
+    out = _block(compiled(pot.params, batch))
+    first = time.perf_counter() - t
+    return {"compile_s": first, "inference_s": median_time(lambda: compiled(pot.params, batch), speed_reps(n, quick)),
+            "energy": float(np.asarray(out.energy, np.float64)[0]),
+            "forces": np.asarray(out.forces, np.float64)[np.asarray(batch.node_mask)],
+            "compiled": compiled, "graph": graph, "batch": batch}
+
+
 def mlpjax_inference(model: str, n: int, quick: bool) -> dict:
     """Energy + forces (no stress) of ``model_speed``'s ``model`` on its ``n``-atom cell: first
     call (compilation included), median call, XLA's FLOPs and temporary buffer size. Cached per
@@ -333,19 +352,14 @@ def mlpjax_inference(model: str, n: int, quick: bool) -> dict:
     key = (model, n, quick)
     if key in _INFERENCE:
         return _INFERENCE[key]
-    ms = _model_speed()
     pot, cfg = mlpjax_potential(model)
-    _atoms, graph, batch = ms.structure_batch(pot, n)
-    fn = jax.jit(lambda p, b: pot.predict(p, b, compute_stress=False))
-    t = time.perf_counter()
-    compiled = fn.lower(pot.params, batch).compile()
-    _block(compiled(pot.params, batch))
-    compile_s = time.perf_counter() - t
+    r = ef_call(pot, n, quick)
+    compiled, graph, batch = r["compiled"], r["graph"], r["batch"]
     row = {"n_atoms": n, "n_edges": int(graph.n_edges), "padded_edges": int(batch.senders.shape[0]),
-           "compile_s": compile_s, "inference_s": median_time(lambda: compiled(pot.params, batch), speed_reps(n, quick)),
+           "compile_s": r["compile_s"], "inference_s": r["inference_s"],
            "flops": xla_flops(compiled), "xla_temp_MB": xla_temp_mb(compiled),
            "n_params": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(pot.params)))}
-    print(f"  [mlpjax] {model} N={n}: {row['inference_s'] * 1e3:.1f} ms (first call {compile_s:.1f} s)", flush=True)
+    print(f"  [mlpjax] {model} N={n}: {row['inference_s'] * 1e3:.1f} ms (first call {row['compile_s']:.1f} s)", flush=True)
     _INFERENCE[key] = row
     return row
 
@@ -455,23 +469,6 @@ def case_peers(opts: Options) -> CaseResult:
         rows=rows, notes=notes, headline=headline,
         data={"sizes": sizes, "reps": reps, "configs": configs, "mlpjax": {m: {str(n): v for n, v in d.items()} for m, d in ours.items()},
               "mlip": mlip, "mlip_missing": mlip_why, "mace_torch": torch_out, "mace_torch_missing": torch_why})
-
-
-def ef_call(pot, n: int, quick: bool, dtype=None) -> dict:
-    """Compiled energy + forces of ``pot`` on ``model_speed``'s ``n``-atom cell: first call s,
-    median call s, and the outputs (float64 numpy) for accuracy comparisons."""
-    import jax
-    import numpy as np
-
-    _atoms, _graph, batch = _model_speed().structure_batch(pot, n, dtype)
-    fn = jax.jit(lambda p, b: pot.predict(p, b, compute_stress=False))
-    t = time.perf_counter()
-    compiled = fn.lower(pot.params, batch).compile()
-    out = _block(compiled(pot.params, batch))
-    first = time.perf_counter() - t
-    return {"compile_s": first, "inference_s": median_time(lambda: compiled(pot.params, batch), speed_reps(n, quick)),
-            "energy": float(np.asarray(out.energy, np.float64)[0]),
-            "forces": np.asarray(out.forces, np.float64)[np.asarray(batch.node_mask)]}
 
 
 @_case("mace_backends", "speed", "MACE kernels: e3nn-jax vs cuequivariance (same parameters)")

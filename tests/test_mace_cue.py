@@ -61,7 +61,9 @@ def _structures():
     return [Configuration.from_atoms(cu_atoms()), Configuration.from_atoms(ethanol_atoms())]
 
 
-def _compare(pot: Potential, dtype: str, *, grad: bool = True):
+def _assert_backends_agree(pot: Potential, dtype: str, *, grad: bool = True):
+    """Asserts (assert_allclose) that both backends give the same energies, forces, stress, atomic
+    energies and, with ``grad``, parameter gradients; and that the forces are not vacuously small."""
     ref, fast = _backends(pot)
     graphs = to_graphs(_structures(), pot.species, pot.cutoff)
     batch = pack(graphs, make_budget(graphs, len(graphs)), dtype=np.dtype(dtype))
@@ -90,7 +92,7 @@ def _compare(pot: Potential, dtype: str, *, grad: bool = True):
 def test_tiny_mace_equals_e3nn_backend(dtype):
     """The physics-contract MACE (tests/conftest.py TINY_CONFIGS, correlation 2); the parameter
     gradient (what training uses) in float64."""
-    _compare(get_model("mace", dtype).pot, dtype, grad=dtype == "float64")
+    _assert_backends_agree(get_model("mace", dtype).pot, dtype, grad=dtype == "float64")
 
 
 def test_default_shaped_mace_equals_e3nn_backend():
@@ -101,7 +103,7 @@ def test_default_shaped_mace_equals_e3nn_backend():
                     avg_num_neighbors=12.0)
     params = pot.init_params(jax.random.PRNGKey(1))
     pot = pot.replace(params=jax.tree.map(lambda x: 1.3 * x, params))
-    _compare(pot, "float64", grad=False)
+    _assert_backends_agree(pot, "float64", grad=False)
 
 
 def test_backend_resolution():
@@ -148,4 +150,4 @@ def test_cuda_kernels_equal_e3nn_backend():
     """The uniform_1d CUDA kernels on the GPU (float32), against the e3nn backend on the same GPU."""
     assert cue.method() == "uniform_1d"
     base = get_model("mace", "float64").pot
-    _compare(base.replace(params=cast_params(base.params, np.float32)), "float32")
+    _assert_backends_agree(base.replace(params=cast_params(base.params, np.float32)), "float32")
